@@ -1,0 +1,155 @@
+"""Settings of the single-machine stack, read from `PAI_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service: `python -m <module>`, preferably on `default_port`."""
+
+    module: str
+    default_port: int  # 0: any free port
+
+
+# Every service the stack knows how to run; `PAI_SERVICES` picks which of them start.
+SERVICES: Mapping[str, ServiceSpec] = {
+    "auth": ServiceSpec(module="pai_auth", default_port=50051),
+    "scheduler": ServiceSpec(module="pai_scheduler", default_port=50052),
+    "dlc": ServiceSpec(module="pai_dlc", default_port=50053),
+    "eas": ServiceSpec(module="pai_eas", default_port=50054),
+    "dsw": ServiceSpec(module="pai_dsw", default_port=50055),
+    "lineage": ServiceSpec(module="pai_lineage", default_port=50056),
+}
+
+# Only what is implemented starts by default; auth first, since every other service asks it.
+DEFAULT_SERVICES: tuple[str, ...] = ("auth",)
+AUTH = "auth"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the stack cannot use."""
+
+
+def listen_var(service: str) -> str:
+    """The environment variable that holds a service's listen address."""
+    return f"PAI_{service.upper()}_LISTEN"
+
+
+def endpoint_var(service: str) -> str:
+    """The environment variable that tells other services where a service listens."""
+    return f"PAI_{service.upper()}_ENDPOINT"
+
+
+def parse_extra_services(value: str) -> dict[str, ServiceSpec]:
+    """Parse `name=module[:port],...`, which adds to or replaces entries of SERVICES."""
+    specs: dict[str, ServiceSpec] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, target = item.partition("=")
+        module, _, port_text = target.partition(":")
+        name, module = name.strip(), module.strip()
+        if not sep or not _NAME.match(name) or not _MODULE.match(module):
+            raise SettingsError(f"PAI_LOCAL_EXTRA_SERVICES: expected name=module[:port], got {item!r}")
+        try:
+            port = int(port_text) if port_text.strip() else 0
+        except ValueError:
+            raise SettingsError(f"PAI_LOCAL_EXTRA_SERVICES: bad port in {item!r}") from None
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"PAI_LOCAL_EXTRA_SERVICES: bad port in {item!r}")
+        specs[name] = ServiceSpec(module=module, default_port=port)
+    return specs
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}: expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name}: must be positive, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `pai_local up` needs to know before it starts anything."""
+
+    home: Path
+    nats_url: str | None  # an external NATS to use; None starts an embedded one
+    services: tuple[str, ...]
+    specs: Mapping[str, ServiceSpec]
+    listen: Mapping[str, str]  # explicit PAI_<SVC>_LISTEN addresses
+    start_timeout: float = 60.0
+    stop_timeout: float = 10.0
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        home: str | None = None,
+        services: str | None = None,
+        nats_url: str | None = None,
+    ) -> Settings:
+        """Read the settings; explicit arguments (from the command line) win over the env."""
+        env = os.environ if env is None else env
+        home_text = home or env.get("PAI_HOME", "").strip() or "~/.pai"
+        specs = {**SERVICES, **parse_extra_services(env.get("PAI_LOCAL_EXTRA_SERVICES", ""))}
+        names = _service_list(services if services is not None else env.get("PAI_SERVICES"))
+        unknown = [name for name in names if name not in specs]
+        if unknown:
+            known = ", ".join(sorted(specs))
+            raise SettingsError(f"unknown service(s) {', '.join(unknown)}; known: {known}")
+        listen = {name: env[listen_var(name)].strip() for name in names if env.get(listen_var(name), "").strip()}
+        return cls(
+            home=Path(home_text).expanduser().absolute(),
+            nats_url=(nats_url or env.get("PAI_NATS_URL", "")).strip() or None,
+            services=names,
+            specs=specs,
+            listen=listen,
+            start_timeout=_positive_float(env, "PAI_LOCAL_START_TIMEOUT", 60.0),
+            stop_timeout=_positive_float(env, "PAI_LOCAL_STOP_TIMEOUT", 10.0),
+        )
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.home / "credentials"
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.home / "nats"
+
+
+def _service_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_SERVICES
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names: list[str] = []
+    for name in (item.strip() for item in items):
+        if name and name not in names:
+            names.append(name)
+    # auth first: the others are started once it answers, because they verify callers with it.
+    return tuple(sorted(names, key=lambda name: name != AUTH))

@@ -1,0 +1,208 @@
+"""Durable JetStream pull consumers with an inbox: each event is handled once, after commit.
+
+The handler runs inside a unit of work together with the inbox insert of the event id; the
+message is acked only after that commit. A redelivered event whose id is in the inbox is
+acked without running the handler again. A failing handler is nak'ed with backoff, and after
+`max_deliver` attempts the event goes to `pai.deadletter.<consumer>` with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from google.protobuf import message_factory, symbol_database
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pai_common import telemetry
+from pai_common.db import utcnow
+from pai_common.events import DEAD_LETTER_PREFIX
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("pai_common.consumer")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A received event: CloudEvents attributes and the decoded protobuf payload."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: dt.datetime | None
+    message: Message | None
+    data: bytes
+
+
+Handler = Callable[[Event, AsyncConnection], Awaitable[None]]
+
+
+def decode(msg: Msg) -> Event:
+    """Decode a CloudEvents binary-mode message; an unknown type keeps only the raw bytes."""
+    headers = msg.headers or {}
+    type_ = headers.get("ce-type", "")
+    message: Message | None = None
+    try:
+        descriptor = symbol_database.Default().pool.FindMessageTypeByName(type_)
+    except KeyError:
+        descriptor = None
+    if descriptor is not None:
+        message = message_factory.GetMessageClass(descriptor).FromString(msg.data)
+    raw_time = headers.get("ce-time")
+    return Event(
+        id=headers.get("ce-id", ""),
+        type=type_,
+        source=headers.get("ce-source", ""),
+        subject=msg.subject,
+        time=dt.datetime.fromisoformat(raw_time.replace("Z", "+00:00")) if raw_time else None,
+        message=message,
+        data=msg.data,
+    )
+
+
+class Consumer:
+    """One durable pull consumer feeding a handler, with inbox de-duplication."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        inbox: sa.Table,
+        *,
+        durable: str,
+        subjects: Sequence[str],
+        handler: Handler,
+        stream: str = "PAI",
+        max_deliver: int = 5,
+        backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0),
+        ack_wait: float = 30.0,
+        batch: int = 32,
+    ) -> None:
+        self._js = js
+        self._engine = engine
+        self._inbox = inbox
+        self.durable = durable
+        self._subjects = list(subjects)
+        self._handler = handler
+        self._stream = stream
+        self._max_deliver = max_deliver
+        self._backoff = list(backoff)
+        self._ack_wait = ack_wait
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+        self.handled = 0
+
+    async def start(self) -> None:
+        """Subscribe (creating the durable consumer if needed) and consume in the background."""
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=-1,  # our own dead-letter logic decides when to stop
+            ack_wait=self._ack_wait,
+            filter_subjects=self._subjects,
+        )
+        if not await self._exists():
+            await self._js.add_consumer(self._stream, config)
+        sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=self._stream)
+        self._task = asyncio.create_task(self._run(sub), name=f"consumer-{self.durable}")
+
+    async def _exists(self) -> bool:
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self._js.consumer_info(self._stream, self.durable)
+        except NotFoundError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop fetching; un-acked messages are redelivered to the next run."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self, sub: object) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while True:
+            try:
+                msgs: list[Msg] = await sub.fetch(self._batch, timeout=1.0)  # type: ignore[attr-defined]
+            except NatsTimeout:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fetch failed for consumer %s", self.durable)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                await self.process(msg)
+
+    async def process(self, msg: Msg) -> None:
+        """Handle one message: inbox check, handler and inbox insert in one transaction, then ack."""
+        event = decode(msg)
+        headers = msg.headers or {}
+        token = otel_context.attach(telemetry.extract(headers))  # type: ignore[arg-type]
+        try:
+            with _tracer.start_as_current_span(f"consume {event.subject}", kind=trace.SpanKind.CONSUMER):
+                try:
+                    handled = await self._handle_once(event)
+                except Exception as error:  # noqa: BLE001 - every failure is retried or dead-lettered
+                    await self._failed(msg, event, error)
+                    return
+                await msg.ack()
+                if handled:
+                    self.handled += 1
+        finally:
+            otel_context.detach(token)
+
+    async def _handle_once(self, event: Event) -> bool:
+        inbox = self._inbox
+        async with self._engine.begin() as conn:
+            seen = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(inbox)
+                .where(inbox.c.consumer == self.durable, inbox.c.event_id == event.id)
+            )
+            if seen:
+                return False
+            await self._handler(event, conn)
+            await conn.execute(
+                sa.insert(inbox).values(consumer=self.durable, event_id=event.id, handled_at=utcnow())
+            )
+        return True
+
+    async def _failed(self, msg: Msg, event: Event, error: Exception) -> None:
+        attempt = msg.metadata.num_delivered
+        if attempt >= self._max_deliver:
+            log.error(
+                "event %s (%s) failed %d times, dead-lettered: %s", event.id, event.type, attempt, error
+            )
+            headers = dict(msg.headers or {})
+            headers.pop("Nats-Msg-Id", None)
+            headers["pai-error"] = f"{type(error).__name__}: {error}"[:1000]
+            headers["pai-original-subject"] = msg.subject
+            headers["pai-consumer"] = self.durable
+            await self._js.publish(
+                f"{DEAD_LETTER_PREFIX}.{self.durable}", msg.data, headers=headers
+            )
+            await msg.term()
+            return
+        delay = self._backoff[min(attempt - 1, len(self._backoff) - 1)]
+        log.warning("event %s failed (attempt %d), retry in %.1fs: %s", event.id, attempt, delay, error)
+        await msg.nak(delay=delay)

@@ -1,0 +1,67 @@
+"""Page sizes and opaque page tokens shared by every List method."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pai_common.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
+    """0 means the default, too large is coerced to the maximum, negative is an error."""
+    if requested < 0:
+        raise InvalidArgument(
+            "INVALID_ARGUMENT",
+            "page_size must not be negative",
+            violations=[FieldViolation("page_size", "must be greater than or equal to 0")],
+        )
+    if requested == 0:
+        return default
+    return min(requested, maximum)
+
+
+@dataclass(frozen=True)
+class PageToken:
+    """Where the next page starts (the last key returned) for one query (its fingerprint)."""
+
+    after: Any
+    query: str
+
+    def encode(self) -> str:
+        """An opaque, URL-safe string."""
+        raw = json.dumps({"a": self.after, "q": self.query}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def fingerprint(**query: Any) -> str:
+    """A short digest of the query parameters a token is bound to."""
+    raw = json.dumps(query, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def decode_token(token: str, query: str) -> Any:
+    """The key to continue after, or None for the first page; a foreign or broken token is an error."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        after, bound = data["a"], data["q"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _bad_token("page_token is malformed") from exc
+    if bound != query:
+        raise _bad_token("page_token belongs to a different query")
+    return after
+
+
+def _bad_token(message: str) -> InvalidArgument:
+    return InvalidArgument(
+        "INVALID_PAGE_TOKEN", message, violations=[FieldViolation("page_token", message)]
+    )

@@ -1,0 +1,94 @@
+"""The outbox relay: publishes committed events to JetStream, in commit order, exactly once.
+
+Each event is published with `Nats-Msg-Id` = its id and marked published only after JetStream
+acknowledged it. A crash between the two re-publishes on restart, and JetStream drops the
+duplicate within its de-duplication window, so a stream sees every event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import sqlalchemy as sa
+from nats.js.client import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pai_common.db import utcnow
+from pai_common.events import cloudevent_headers
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    """Moves outbox rows to JetStream; woken by commits, and polling as a fallback."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        outbox: sa.Table,
+        js: JetStreamContext,
+        *,
+        batch: int = 100,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._js = js
+        self._batch = batch
+        self._poll = poll_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def notify(self) -> None:
+        """Tell the relay that a transaction with events committed."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Run in the background until `stop`."""
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Stop after the current publish; unpublished events stay in the outbox."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.publish_pending():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished events; returns how many were published."""
+        table = self._outbox
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(table)
+                    .where(table.c.published_at.is_(None))
+                    .order_by(table.c.seq)
+                    .limit(self._batch)
+                )
+            ).all()
+        for row in rows:
+            headers = cloudevent_headers(row.event_id, row.source, row.type, row.time, dict(row.headers))
+            await self._js.publish(row.subject, row.payload, headers=headers)
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    sa.update(table).where(table.c.seq == row.seq).values(published_at=utcnow())
+                )
+            self.published += 1
+        return len(rows)
