@@ -55,12 +55,18 @@ def main() -> int:
     bindir = pathlib.Path(sys.executable).parent
     wkt = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTOS}", f"-I{THIRD_PARTY}", f"-I{wkt}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{THIRD_PARTY}",
+        f"-I{wkt}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={OUT}", f"--grpc_python_out={OUT}",
-        f"--mypy_out=quiet:{OUT}", f"--mypy_grpc_out=quiet:{OUT}",
+        f"--python_out={OUT}",
+        f"--grpc_python_out={OUT}",
+        f"--mypy_out=quiet:{OUT}",
+        f"--mypy_grpc_out=quiet:{OUT}",
         *[str(p) for p in own],
         *[str(p.relative_to(THIRD_PARTY)) for p in vendored],
     ]
@@ -69,9 +75,14 @@ def main() -> int:
     DESCRIPTORS.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{PROTOS}", f"-I{THIRD_PARTY}", f"-I{wkt}",
-            "--include_imports", "--include_source_info",
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTOS}",
+            f"-I{THIRD_PARTY}",
+            f"-I{wkt}",
+            "--include_imports",
+            "--include_source_info",
             f"--descriptor_set_out={DESCRIPTORS}",
             *[str(p) for p in own],
         ],

@@ -162,7 +162,7 @@ class Consumer:
             with _tracer.start_as_current_span(f"consume {event.subject}", kind=trace.SpanKind.CONSUMER):
                 try:
                     handled = await self._handle_once(event)
-                except Exception as error:  # noqa: BLE001 - every failure is retried or dead-lettered
+                except Exception as error:
                     await self._failed(msg, event, error)
                     return
                 await msg.ack()
@@ -191,18 +191,26 @@ class Consumer:
         attempt = msg.metadata.num_delivered
         if attempt >= self._max_deliver:
             log.error(
-                "event %s (%s) failed %d times, dead-lettered: %s", event.id, event.type, attempt, error
+                "event %s (%s) failed %d times, dead-lettered: %s",
+                event.id,
+                event.type,
+                attempt,
+                error,
             )
             headers = dict(msg.headers or {})
             headers.pop("Nats-Msg-Id", None)
             headers["pai-error"] = f"{type(error).__name__}: {error}"[:1000]
             headers["pai-original-subject"] = msg.subject
             headers["pai-consumer"] = self.durable
-            await self._js.publish(
-                f"{DEAD_LETTER_PREFIX}.{self.durable}", msg.data, headers=headers
-            )
+            await self._js.publish(f"{DEAD_LETTER_PREFIX}.{self.durable}", msg.data, headers=headers)
             await msg.term()
             return
         delay = self._backoff[min(attempt - 1, len(self._backoff) - 1)]
-        log.warning("event %s failed (attempt %d), retry in %.1fs: %s", event.id, attempt, delay, error)
+        log.warning(
+            "event %s failed (attempt %d), retry in %.1fs: %s",
+            event.id,
+            attempt,
+            delay,
+            error,
+        )
         await msg.nak(delay=delay)

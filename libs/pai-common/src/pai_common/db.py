@@ -150,6 +150,10 @@ async def retrying(work: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
         except exc.DBAPIError as error:
             if attempt == attempts or not is_retryable(error):
                 raise
-            log.warning("retrying unit of work after %s (attempt %d)", type(error.orig).__name__, attempt)
+            log.warning(
+                "retrying unit of work after %s (attempt %d)",
+                type(error.orig).__name__,
+                attempt,
+            )
             await asyncio.sleep(0.02 * 2**attempt)
     raise AssertionError("unreachable")

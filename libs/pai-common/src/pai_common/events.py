@@ -108,7 +108,11 @@ def cloudevent_headers(
 class Outbox:
     """Adds events to the outbox inside the caller's transaction."""
 
-    def __init__(self, connection: sa.ext.asyncio.AsyncConnection | sa.ext.asyncio.AsyncSession, table: sa.Table) -> None:
+    def __init__(
+        self,
+        connection: sa.ext.asyncio.AsyncConnection | sa.ext.asyncio.AsyncSession,
+        table: sa.Table,
+    ) -> None:
         self._conn = connection
         self._table = table
         self.added = 0

@@ -16,6 +16,8 @@ def paths(mask_paths: Sequence[str], allowed: Iterable[str]) -> set[str]:
     if unknown:
         message = f"cannot update {', '.join(unknown)}; updatable: {', '.join(sorted(allowed_set))}"
         raise InvalidArgument(
-            "INVALID_UPDATE_MASK", message, violations=[FieldViolation("update_mask", message)]
+            "INVALID_UPDATE_MASK",
+            message,
+            violations=[FieldViolation("update_mask", message)],
         )
     return set(mask_paths)

@@ -32,7 +32,11 @@ class _Metadata(
         telemetry.inject(carrier)
         metadata.extend((k, v) for k, v in carrier.items() if k not in keys)
         return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
         )
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:

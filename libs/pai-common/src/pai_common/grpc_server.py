@@ -73,7 +73,9 @@ class GrpcServer:
         for s in servicers:
             s.register(s.implementation, self._server)
         names = [s.name for s in servicers]
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
         self._names = names
         self.port = self._server.add_insecure_port(address)
         if self.port == 0:

@@ -28,14 +28,25 @@ from opentelemetry.trace import Status, StatusCode
 
 from pai.api.v1 import annotations_pb2
 from pai_common import telemetry
-from pai_common.errors import DomainError, FieldViolation, InvalidArgument, Unauthenticated
+from pai_common.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    Unauthenticated,
+)
 from pai_common.principal import ANONYMOUS, Authorizer, Principal, current_principal
 
 log = logging.getLogger("pai.rpc")
 _tracer = trace.get_tracer("pai_common.grpc")
 
 # Infrastructure services every client may call without a credential.
-PUBLIC_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"})
+PUBLIC_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 _PUBLIC_RULE = annotations_pb2.AuthzRule(scope=annotations_pb2.AuthzRule.PUBLIC)
 
 
@@ -117,8 +128,12 @@ class Tracing(Interceptor):
     """A server span per call, continuing the caller's trace (W3C traceparent)."""
 
     @contextlib.asynccontextmanager
-    async def scope(self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-        carrier = {k: (v if isinstance(v, str) else v.decode()) for k, v in context.invocation_metadata() or ()}
+    async def scope(
+        self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        carrier = {
+            k: (v if isinstance(v, str) else v.decode()) for k, v in context.invocation_metadata() or ()
+        }
         token = otel_context.attach(telemetry.extract(carrier))  # type: ignore[arg-type]
         try:
             with _tracer.start_as_current_span(info.method.lstrip("/"), kind=trace.SpanKind.SERVER) as span:
@@ -139,7 +154,9 @@ class RequestLog(Interceptor):
     """One JSON log line per call: method, principal, status, reason, duration."""
 
     @contextlib.asynccontextmanager
-    async def scope(self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def scope(
+        self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         token = telemetry.request_id_var.set(info.request_id)
         started = time.perf_counter()
         try:
@@ -182,7 +199,9 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], status: status
     """Abort the call with a rich status (details in `grpc-status-details-bin`)."""
     code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
     await context.abort(
-        code, status.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+        code,
+        status.message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
 
 
@@ -193,7 +212,9 @@ class ErrorMapping(Interceptor):
         self._domain = domain
 
     @contextlib.asynccontextmanager
-    async def scope(self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def scope(
+        self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         try:
             yield
         except DomainError as error:
@@ -206,7 +227,11 @@ class ErrorMapping(Interceptor):
             info.code, info.reason = grpc.StatusCode.INTERNAL, "INTERNAL"
             log.exception("unhandled error in %s", info.method)
             status = to_status(
-                _Internal("INTERNAL", f"internal error (request id {info.request_id})", request_id=info.request_id),
+                _Internal(
+                    "INTERNAL",
+                    f"internal error (request id {info.request_id})",
+                    request_id=info.request_id,
+                ),
                 self._domain,
             )
             await abort_with(context, status)
@@ -223,7 +248,9 @@ class Authentication(Interceptor):
         self._authorizer = authorizer
 
     @contextlib.asynccontextmanager
-    async def scope(self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def scope(
+        self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         rule = info.rule
         if rule is None or rule.scope == annotations_pb2.AuthzRule.SCOPE_UNSPECIFIED:
             raise _denied_no_rule(info.method)
@@ -271,7 +298,9 @@ class Validation(Interceptor):
     """Validate requests of PUBLIC methods too (others were validated before authorization)."""
 
     @contextlib.asynccontextmanager
-    async def scope(self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def scope(
+        self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         if info.rule is not None and info.rule.scope == annotations_pb2.AuthzRule.PUBLIC:
             validate(request)
         yield
@@ -287,7 +316,9 @@ class Completion(Interceptor):
         self._hooks = list(hooks)
 
     @contextlib.asynccontextmanager
-    async def scope(self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def scope(
+        self, info: CallInfo, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         try:
             yield
         except DomainError as error:
@@ -358,4 +389,3 @@ class Chain(grpc.aio.ServerInterceptor):
                 unary_stream, handler.request_deserializer, handler.response_serializer
             )
         return handler  # client streaming is not used by pai APIs
-

@@ -63,5 +63,7 @@ def decode_token(token: str, query: str) -> Any:
 
 def _bad_token(message: str) -> InvalidArgument:
     return InvalidArgument(
-        "INVALID_PAGE_TOKEN", message, violations=[FieldViolation("page_token", message)]
+        "INVALID_PAGE_TOKEN",
+        message,
+        violations=[FieldViolation("page_token", message)],
     )

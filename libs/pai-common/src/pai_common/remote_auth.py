@@ -30,7 +30,11 @@ def principal_from(message: authorization_pb2.Principal, token: str = "") -> Pri
 def raise_denial(response: authorization_pb2.AuthorizeResponse) -> None:
     """Turn a denial into UNAUTHENTICATED or PERMISSION_DENIED."""
     reason = _Deny.DenialReason.Name(response.denial_reason)
-    if response.denial_reason in (_Deny.CREDENTIAL_MISSING, _Deny.CREDENTIAL_INVALID, _Deny.PRINCIPAL_DISABLED):
+    if response.denial_reason in (
+        _Deny.CREDENTIAL_MISSING,
+        _Deny.CREDENTIAL_INVALID,
+        _Deny.PRINCIPAL_DISABLED,
+    ):
         raise Unauthenticated(reason, response.message)
     raise PermissionDenied("PERMISSION_DENIED", response.message)
 
@@ -46,9 +50,7 @@ class RemoteAuthorizer:
 
     async def _jwks(self) -> list[Mapping[str, str]]:
         response = await self._stub.GetJwks(authorization_pb2.GetJwksRequest(), timeout=5)
-        return [
-            {"kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg} for k in response.keys
-        ]
+        return [{"kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg} for k in response.keys]
 
     async def authorize(self, credential: str, rule: annotations_pb2.AuthzRule, resource: str) -> Principal:
         if tokens.looks_like_token(credential):
@@ -56,7 +58,12 @@ class RemoteAuthorizer:
                 await self.verifier.verify(credential)  # forged or expired tokens never reach auth
             except tokens.InvalidToken as exc:
                 raise Unauthenticated("CREDENTIAL_INVALID", f"invalid token: {exc}") from exc
-        key = (hashlib.sha256(credential.encode()).hexdigest(), rule.permission, rule.scope, resource)
+        key = (
+            hashlib.sha256(credential.encode()).hexdigest(),
+            rule.permission,
+            rule.scope,
+            resource,
+        )
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:

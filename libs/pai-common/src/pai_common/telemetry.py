@@ -12,7 +12,11 @@ from collections.abc import Mapping, MutableMapping
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("pai_request_id", default="")
 
@@ -66,7 +70,9 @@ def setup_tracing(service: str, exporter: str = "none", endpoint: str = "") -> T
     if exporter == "console":
         span_exporter = ConsoleSpanExporter(out=sys.stderr)
     elif exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         span_exporter = OTLPSpanExporter(endpoint=endpoint or None, insecure=True)
     elif exporter != "none":

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 ISSUER = "pai-auth"
 AUDIENCE = "pai"
@@ -56,7 +59,14 @@ def public_jwk(key: Ed25519PublicKey, kid: str) -> dict[str, str]:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), "kid": kid, "alg": "EdDSA", "use": "sig"}
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": b64url(raw),
+        "kid": kid,
+        "alg": "EdDSA",
+        "use": "sig",
+    }
 
 
 def _split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
@@ -104,7 +114,9 @@ class TokenVerifier:
     """Verifies tokens locally with keys from a JWKS source, refetching on an unknown kid."""
 
     def __init__(
-        self, fetch_jwks: Callable[[], Awaitable[list[Mapping[str, str]]]], min_refresh: float = 5.0
+        self,
+        fetch_jwks: Callable[[], Awaitable[list[Mapping[str, str]]]],
+        min_refresh: float = 5.0,
     ) -> None:
         self._fetch = fetch_jwks
         self._min_refresh = min_refresh

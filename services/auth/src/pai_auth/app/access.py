@@ -1,0 +1,226 @@
+"""Authentication and authorization: credentials to principals, decisions, signed tokens, JWKS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import pathlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from pai_auth import mapping
+from pai_auth.db.rows import SigningKeyRow
+from pai_auth.db.uow import UnitOfWork, UnitOfWorkFactory
+from pai_auth.domain import keys, policy
+from pai_auth.domain.model import ApiKeyState, Principal, UserState
+from pai_common import tokens
+from pai_common.db import utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_TTL = 300
+MAX_TOKEN_TTL = 3600
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)  # at most one last-used write per key a minute
+
+
+class Denied(Exception):
+    """A credential or permission was refused; `reason` is a DenialReason name."""
+
+    def __init__(self, reason: str, message: str, principal: Principal | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.principal = principal
+
+
+@dataclass(frozen=True)
+class Grant:
+    principal: Principal
+    token: str = ""
+    token_expire_time: dt.datetime | None = None
+
+
+def _load_kek(path: pathlib.Path) -> Fernet:
+    """The key that encrypts signing keys at rest; the database alone cannot sign tokens."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Fernet(path.read_bytes().strip())
+    except FileNotFoundError:
+        key = Fernet.generate_key()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return Fernet(key)
+
+
+class AccessUseCases:
+    def __init__(self, uow: UnitOfWorkFactory, kek_path: pathlib.Path) -> None:
+        self._uow = uow
+        self._kek = _load_kek(kek_path)
+        self._signing: tuple[str, Ed25519PrivateKey] | None = None
+        self._public: dict[str, Ed25519PublicKey] = {}
+        self._retired: dict[str, dt.datetime | None] = {}
+
+    # signing keys ----------------------------------------------------------------
+    async def load_keys(self) -> None:
+        """Load signing keys, creating the first one on first start."""
+        async with self._uow() as uow:
+            rows = await uow.repo.signing_keys()
+            if not rows:
+                row = self._new_key_row()
+                await uow.repo.add_signing_key(row)
+                await uow.commit()
+                rows = [row]
+        self._install(rows)
+
+    def _new_key_row(self) -> SigningKeyRow:
+        private = Ed25519PrivateKey.generate()
+        raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return SigningKeyRow(
+            kid=uuid.uuid4().hex[:16],
+            public_key=private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            private_key_encrypted=self._kek.encrypt(raw),
+            create_time=utcnow(),
+            retire_time=None,
+        )
+
+    def _install(self, rows: Any) -> None:
+        active = next(r for r in rows if r.retire_time is None)
+        private = Ed25519PrivateKey.from_private_bytes(self._kek.decrypt(active.private_key_encrypted))
+        self._signing = (active.kid, private)
+        self._public = {r.kid: Ed25519PublicKey.from_public_bytes(r.public_key) for r in rows}
+        self._retired = {r.kid: r.retire_time for r in rows}
+
+    async def rotate(self) -> str:
+        """Sign with a new key from now on; old keys verify until their tokens have expired."""
+        row = self._new_key_row()
+        async with self._uow() as uow:
+            await uow.repo.add_signing_key(row)
+            await uow.repo.retire_signing_keys(row.kid, utcnow())
+            await uow.outbox.add(mapping.signing_key_rotated(row.kid))
+            await uow.commit()
+        async with self._uow() as uow:
+            rows = await uow.repo.signing_keys()
+        self._install(rows)
+        return row.kid
+
+    def jwks(self) -> list[dict[str, str]]:
+        """Public keys still able to verify a live token: the active one and recently retired ones."""
+        horizon = utcnow() - dt.timedelta(seconds=MAX_TOKEN_TTL + tokens.LEEWAY_SECONDS)
+        return [
+            tokens.public_jwk(key, kid)
+            for kid, key in self._public.items()
+            if self._retired.get(kid) is None or self._retired[kid] > horizon  # type: ignore[operator]
+        ]
+
+    def issue_token(self, principal: Principal, ttl: int = DEFAULT_TOKEN_TTL) -> tuple[str, dt.datetime]:
+        assert self._signing is not None, "load_keys() runs at start"
+        kid, key = self._signing
+        now = int(time.time())
+        ttl = min(max(ttl or DEFAULT_TOKEN_TTL, 1), MAX_TOKEN_TTL)
+        claims = {
+            "iss": tokens.ISSUER,
+            "aud": tokens.AUDIENCE,
+            "sub": principal.name,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": secrets.token_hex(8),
+            "padm": principal.platform_admin,
+            "roles": principal.roles,
+        }
+        return tokens.sign(claims, key, kid), dt.datetime.fromtimestamp(now + ttl, dt.UTC)
+
+    # authentication ---------------------------------------------------------------
+    async def authenticate(self, credential: str) -> Principal:
+        """The principal behind an API key or a signed token; Denied otherwise."""
+        if not credential:
+            raise Denied("CREDENTIAL_MISSING", "no credential presented")
+        if tokens.looks_like_token(credential):
+            return await self._from_token(credential)
+        prefix = keys.parse(credential)
+        if prefix is None:
+            raise Denied("CREDENTIAL_INVALID", "the credential is not a pai API key or token")
+        now = utcnow()
+        async with self._uow() as uow:
+            key = await uow.repo.api_key_by_prefix(prefix)
+            if key is None or not keys.matches(credential, key.secret_hash):
+                raise Denied("CREDENTIAL_INVALID", "unknown API key")
+            state = key.state(now)
+            if state != ApiKeyState.ACTIVE:
+                raise Denied("CREDENTIAL_INVALID", f"the API key is {state.value.lower()}")
+            principal = await self._principal(uow, key.owner)
+            if key.last_used_time is None or now - key.last_used_time > LAST_USED_RESOLUTION:
+                await uow.repo.touch_api_key(key.uid, now)
+                await uow.commit()
+        return principal
+
+    async def _from_token(self, token: str) -> Principal:
+        try:
+            claims = tokens.verify(token, self._public)
+        except tokens.InvalidToken as exc:
+            if str(exc) == "unknown signing key":  # maybe rotated by another replica
+                await self.load_keys()
+                try:
+                    claims = tokens.verify(token, self._public)
+                except tokens.InvalidToken as again:
+                    raise Denied("CREDENTIAL_INVALID", f"invalid token: {again}") from again
+            else:
+                raise Denied("CREDENTIAL_INVALID", f"invalid token: {exc}") from exc
+        roles = claims.get("roles")
+        return Principal(
+            name=str(claims.get("sub", "")),
+            platform_admin=bool(claims.get("padm")),
+            roles={str(k): str(v) for k, v in roles.items()} if isinstance(roles, dict) else {},
+        )
+
+    async def _principal(self, uow: UnitOfWork, owner: str) -> Principal:
+        if owner.startswith("users/"):
+            user = await uow.repo.get_user(owner.split("/")[1])
+            if user is None:
+                raise Denied("CREDENTIAL_INVALID", "the key's user no longer exists")
+            if user.state != UserState.ACTIVE:
+                raise Denied("PRINCIPAL_DISABLED", f"{owner} is disabled")
+            roles = {f"workspaces/{m.workspace_id}": m.role for m in await uow.repo.memberships_of(user.id)}
+            return Principal(owner, user.platform_admin, roles)
+        parts = owner.split("/")
+        account = await uow.repo.get_service_account(parts[1], parts[3])
+        if account is None:
+            raise Denied("CREDENTIAL_INVALID", "the key's service account no longer exists")
+        return Principal(owner, False, {f"workspaces/{account.workspace_id}": account.role})
+
+    # authorization ------------------------------------------------------------------
+    async def authorize(
+        self,
+        credential: str,
+        scope: int,
+        permission: str,
+        resource: str,
+        issue_token: bool = False,
+    ) -> Grant:
+        """Authenticate, then decide on the permission alone (never on existence)."""
+        principal = await self.authenticate(credential)
+        if scope == 0:
+            raise Denied("RULE_MISSING", "the method declares no authorization rule", principal)
+        decision = policy.decide(principal, scope, permission, resource)
+        if not decision.allowed:
+            raise Denied("PERMISSION_MISSING", decision.message, principal)
+        if issue_token:
+            token, expires = self.issue_token(principal)
+            return Grant(principal, token, expires)
+        return Grant(principal)

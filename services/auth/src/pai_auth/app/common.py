@@ -1,0 +1,38 @@
+"""Helpers shared by auth's use cases."""
+
+from __future__ import annotations
+
+import uuid
+
+from pai_auth import mapping
+from pai_common.errors import (
+    Aborted,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+
+new_uid = lambda: str(uuid.uuid4())  # noqa: E731
+
+
+def check_etag(given: str, uid: str, version: int) -> None:
+    """An empty etag skips the check; a stale one is ABORTED."""
+    if given and given != mapping.etag(uid, version):
+        raise Aborted(
+            "ETAG_MISMATCH",
+            "the resource changed since it was read; re-read and retry",
+            current=mapping.etag(uid, version),
+        )
+
+
+def not_found(reason: str, name: str) -> NotFound:
+    return NotFound(reason, f"{name} not found", resource=name)
+
+
+def invalid(field: str, message: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
+    return InvalidArgument(reason, f"{field}: {message}", violations=[FieldViolation(field, message)])
+
+
+def denied(message: str) -> PermissionDenied:
+    return PermissionDenied("PERMISSION_DENIED", message)

@@ -1,0 +1,129 @@
+"""The composition root: the only place that builds auth's parts and wires them together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pathlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+
+from pai.auth.v1 import (
+    audit_pb2_grpc,
+    authorization_pb2_grpc,
+    identity_pb2_grpc,
+    workspace_pb2_grpc,
+)
+from pai_auth.api.caller import LocalAuthorizer
+from pai_auth.api.servicers import (
+    AuditServicer,
+    AuthorizationServicer,
+    IdentityServicer,
+    WorkspaceServicer,
+)
+from pai_auth.app.access import AccessUseCases
+from pai_auth.app.audit import AuditUseCases
+from pai_auth.app.bootstrap import bootstrap
+from pai_auth.app.identity import IdentityUseCases
+from pai_auth.app.workspaces import WorkspaceUseCases
+from pai_auth.db.rows import EVENTS
+from pai_auth.db.uow import UnitOfWorkFactory
+from pai_common import db, events
+from pai_common.config import Settings
+from pai_common.grpc_server import GrpcServer, Servicer
+from pai_common.interceptors import CallInfo
+from pai_common.relay import Relay
+
+log = logging.getLogger(__name__)
+DOMAIN = "auth.pai.dev"
+MIGRATIONS = pathlib.Path(__file__).parent / "db" / "migrations"
+
+
+@dataclass
+class AuthApp:
+    """The running service: its server, stores and workers, for `__main__` and the tests."""
+
+    settings: Settings
+    server: GrpcServer
+    relay: Relay
+    nats: NATS
+    uow: UnitOfWorkFactory
+    access: AccessUseCases
+    admin_key: str | None  # set only on the first start, when a key was created
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+
+@contextlib.asynccontextmanager
+async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator[AuthApp]:
+    """Start auth: migrate, connect NATS, bootstrap, serve; stop everything on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        engine = db.create_engine(settings.database_url, settings.database_schema)
+        stack.push_async_callback(engine.dispose)
+        await db.ensure_schema(engine, settings.database_schema)
+        await db.migrate(engine, MIGRATIONS, "alembic_version_auth")
+
+        nc = await nats.connect(settings.nats_url, name=f"pai-{settings.service}", max_reconnect_attempts=-1)
+        stack.push_async_callback(nc.drain)
+        js = nc.jetstream()
+        await events.ensure_stream(js)
+        relay = Relay(engine, EVENTS.outbox, js)
+        uow = UnitOfWorkFactory(engine, relay.notify)
+
+        access = AccessUseCases(uow, settings.data_dir / "signing.kek")
+        await access.load_keys()
+        admin_key = await bootstrap(uow, bootstrap_key)
+
+        audit = AuditUseCases(uow)
+
+        async def record(info: CallInfo) -> None:
+            if not info.mutating or info.rule is None:
+                return
+            await audit.record(
+                principal=info.principal.name,
+                method=info.method,
+                permission=info.rule.permission,
+                resource=info.resource,
+                result=info.code.name,
+                reason=info.reason,
+                request_id=info.request_id,
+            )
+
+        server = GrpcServer(
+            settings.listen,
+            [
+                Servicer(
+                    "pai.auth.v1.IdentityService",
+                    IdentityServicer(IdentityUseCases(uow)),
+                    identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.auth.v1.WorkspaceService",
+                    WorkspaceServicer(WorkspaceUseCases(uow)),
+                    workspace_pb2_grpc.add_WorkspaceServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.auth.v1.AuthorizationService",
+                    AuthorizationServicer(access),
+                    authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.auth.v1.AuditService",
+                    AuditServicer(audit),
+                    audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                ),
+            ],
+            domain=DOMAIN,
+            authorizer=LocalAuthorizer(access),
+            completion_hooks=[record],
+        )
+        await relay.start()
+        stack.push_async_callback(relay.stop)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        yield AuthApp(settings, server, relay, nc, uow, access, admin_key)

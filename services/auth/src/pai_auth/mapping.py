@@ -1,0 +1,190 @@
+"""The one place where auth's protobuf messages and domain entities meet."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf import timestamp_pb2
+
+from pai.auth.v1 import (
+    audit_pb2,
+    authorization_pb2,
+    events_pb2,
+    identity_pb2,
+    workspace_pb2,
+)
+from pai_auth.domain.model import (
+    ApiKey,
+    AuditEntry,
+    Member,
+    Principal,
+    ServiceAccount,
+    User,
+    Workspace,
+)
+from pai_common.events import OutboxEvent
+
+SOURCE = "//auth.pai.dev"
+
+
+def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def from_ts(value: timestamp_pb2.Timestamp) -> dt.datetime:
+    return value.ToDatetime(tzinfo=dt.UTC)
+
+
+def etag(uid: str, version: int) -> str:
+    return f'W/"{uid[:8]}-{version}"'
+
+
+def user(u: User) -> identity_pb2.User:
+    return identity_pb2.User(
+        name=u.name,
+        uid=u.uid,
+        display_name=u.display_name,
+        email=u.email,
+        platform_admin=u.platform_admin,
+        state=identity_pb2.User.State.Value(u.state.value),
+        create_time=ts(u.create_time),
+        update_time=ts(u.update_time),
+        etag=etag(u.uid, u.version),
+    )
+
+
+def workspace(w: Workspace) -> workspace_pb2.Workspace:
+    return workspace_pb2.Workspace(
+        name=w.name,
+        uid=w.uid,
+        display_name=w.display_name,
+        description=w.description,
+        state=workspace_pb2.Workspace.ACTIVE,
+        create_time=ts(w.create_time),
+        update_time=ts(w.update_time),
+        etag=etag(w.uid, w.version),
+    )
+
+
+def member(m: Member) -> workspace_pb2.Member:
+    return workspace_pb2.Member(
+        name=m.name,
+        user=f"users/{m.user_id}",
+        role=identity_pb2.Role.Value(m.role),
+        create_time=ts(m.create_time),
+        update_time=ts(m.update_time),
+        etag=etag(f"{m.workspace_id}{m.user_id}", m.version),
+    )
+
+
+def service_account(s: ServiceAccount) -> identity_pb2.ServiceAccount:
+    return identity_pb2.ServiceAccount(
+        name=s.name,
+        uid=s.uid,
+        display_name=s.display_name,
+        description=s.description,
+        role=identity_pb2.Role.Value(s.role),
+        create_time=ts(s.create_time),
+        update_time=ts(s.update_time),
+        etag=etag(s.uid, s.version),
+    )
+
+
+def api_key(k: ApiKey, now: dt.datetime) -> identity_pb2.ApiKey:
+    return identity_pb2.ApiKey(
+        name=k.name,
+        uid=k.uid,
+        display_name=k.display_name,
+        prefix=f"pai_{k.prefix}",
+        secret=k.secret,
+        expire_time=ts(k.expire_time),
+        state=identity_pb2.ApiKey.State.Value(k.state(now).value),
+        last_used_time=ts(k.last_used_time),
+        revoke_time=ts(k.revoke_time),
+        create_time=ts(k.create_time),
+        etag=etag(k.uid, k.version),
+    )
+
+
+def audit_entry(e: AuditEntry) -> audit_pb2.AuditEntry:
+    return audit_pb2.AuditEntry(
+        name=e.name,
+        principal=e.principal,
+        method=e.method,
+        permission=e.permission,
+        resource=e.resource,
+        result=e.result,
+        reason=e.reason,
+        request_id=e.request_id,
+        create_time=ts(e.create_time),
+        etag=etag(e.id, 1),
+    )
+
+
+def principal(p: Principal) -> authorization_pb2.Principal:
+    return authorization_pb2.Principal(
+        name=p.name,
+        platform_admin=p.platform_admin,
+        workspace_roles=[
+            authorization_pb2.WorkspaceRole(workspace=w, role=identity_pb2.Role.Value(r))
+            for w, r in sorted(p.roles.items())
+        ],
+    )
+
+
+# events: subject pai.auth.<entity>.<verb>, payload a snapshot without secrets
+
+
+def _event(subject: str, message: object) -> OutboxEvent:
+    return OutboxEvent(subject=subject, message=message, source=SOURCE)  # type: ignore[arg-type]
+
+
+def user_event(verb: str, u: User) -> OutboxEvent:
+    cls = {
+        "created": events_pb2.UserCreated,
+        "updated": events_pb2.UserUpdated,
+        "deleted": events_pb2.UserDeleted,
+    }[verb]
+    return _event(f"pai.auth.user.{verb}", cls(user=user(u)))
+
+
+def workspace_event(verb: str, w: Workspace) -> OutboxEvent:
+    cls = {
+        "created": events_pb2.WorkspaceCreated,
+        "updated": events_pb2.WorkspaceUpdated,
+        "deleted": events_pb2.WorkspaceDeleted,
+    }[verb]
+    return _event(f"pai.auth.workspace.{verb}", cls(workspace=workspace(w)))
+
+
+def member_event(verb: str, m: Member) -> OutboxEvent:
+    cls = {
+        "added": events_pb2.MemberAdded,
+        "updated": events_pb2.MemberUpdated,
+        "removed": events_pb2.MemberRemoved,
+    }[verb]
+    return _event(f"pai.auth.member.{verb}", cls(member=member(m)))
+
+
+def service_account_event(verb: str, s: ServiceAccount) -> OutboxEvent:
+    cls = {
+        "created": events_pb2.ServiceAccountCreated,
+        "updated": events_pb2.ServiceAccountUpdated,
+        "deleted": events_pb2.ServiceAccountDeleted,
+    }[verb]
+    return _event(f"pai.auth.service_account.{verb}", cls(service_account=service_account(s)))
+
+
+def api_key_event(verb: str, k: ApiKey, now: dt.datetime) -> OutboxEvent:
+    snapshot = api_key(k, now)
+    snapshot.ClearField("secret")
+    cls = {"created": events_pb2.ApiKeyCreated, "revoked": events_pb2.ApiKeyRevoked}[verb]
+    return _event(f"pai.auth.api_key.{verb}", cls(api_key=snapshot))
+
+
+def signing_key_rotated(kid: str) -> OutboxEvent:
+    return _event("pai.auth.signing_key.rotated", events_pb2.SigningKeyRotated(kid=kid))
