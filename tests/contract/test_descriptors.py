@@ -29,7 +29,9 @@ FILES = _files()
 
 
 def _messages(f: descriptor_pb2.FileDescriptorProto) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto]]:
-    def walk(prefix: str, msgs: list[descriptor_pb2.DescriptorProto]) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto]]:
+    def walk(
+        prefix: str, msgs: list[descriptor_pb2.DescriptorProto]
+    ) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto]]:
         for m in msgs:
             yield f"{prefix}.{m.name}", m
             yield from walk(f"{prefix}.{m.name}", list(m.nested_type))
@@ -44,7 +46,9 @@ def _all_messages() -> dict[str, descriptor_pb2.DescriptorProto]:
 MESSAGES = _all_messages()
 
 
-def _methods() -> Iterator[tuple[str, descriptor_pb2.FileDescriptorProto, descriptor_pb2.MethodDescriptorProto]]:
+def _methods() -> Iterator[
+    tuple[str, descriptor_pb2.FileDescriptorProto, descriptor_pb2.MethodDescriptorProto]
+]:
     for f in FILES:
         for s in f.service:
             for m in s.method:
@@ -71,7 +75,9 @@ def test_no_cross_service_imports(f: descriptor_pb2.FileDescriptorProto) -> None
 
 
 @pytest.mark.parametrize("name,method", [(n, m) for n, _, m in METHODS], ids=[n for n, _, _ in METHODS])
-def test_every_rpc_has_http_rule_and_permission(name: str, method: descriptor_pb2.MethodDescriptorProto) -> None:
+def test_every_rpc_has_http_rule_and_permission(
+    name: str, method: descriptor_pb2.MethodDescriptorProto
+) -> None:
     opts = method.options
     assert opts.HasExtension(http_annotations.http), f"{name} has no google.api.http rule"
     rule = opts.Extensions[http_annotations.http]
@@ -86,7 +92,9 @@ def test_every_rpc_has_http_rule_and_permission(name: str, method: descriptor_pb
     if authz.scope == annotations_pb2.AuthzRule.RESOURCE:
         request = MESSAGES[method.input_type.lstrip(".")]
         top = authz.resource_field.split(".")[0]
-        assert top in {f.name for f in request.field}, f"{name}: resource_field {authz.resource_field} not in request"
+        assert top in {f.name for f in request.field}, (
+            f"{name}: resource_field {authz.resource_field} not in request"
+        )
 
 
 def _standard(prefix: str) -> list[tuple[str, descriptor_pb2.MethodDescriptorProto]]:
@@ -98,7 +106,9 @@ def test_list_shape(name: str, method: descriptor_pb2.MethodDescriptorProto) -> 
     request = MESSAGES[method.input_type.lstrip(".")]
     response = MESSAGES[method.output_type.lstrip(".")]
     fields = {f.name: f for f in request.field}
-    assert "page_size" in fields and fields["page_size"].type == descriptor_pb2.FieldDescriptorProto.TYPE_INT32, name
+    assert (
+        "page_size" in fields and fields["page_size"].type == descriptor_pb2.FieldDescriptorProto.TYPE_INT32
+    ), name
     assert "page_token" in fields, f"{name} request lacks page_token"
     out = {f.name: f for f in response.field}
     assert "next_page_token" in out, f"{name} response lacks next_page_token"

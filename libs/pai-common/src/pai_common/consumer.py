@@ -102,6 +102,7 @@ class Consumer:
         self._ack_wait = ack_wait
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.handled = 0
 
     async def start(self) -> None:
@@ -128,29 +129,36 @@ class Consumer:
             return False
         return True
 
-    async def stop(self) -> None:
-        """Stop fetching; un-acked messages are redelivered to the next run."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop fetching after the current message; un-acked messages are redelivered later.
+
+        Asked, not cancelled: a cancel inside an aiosqlite call can hang its worker thread.
+        """
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
 
     async def _run(self, sub: object) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        while True:
+        while not self._stopping:
             try:
-                msgs: list[Msg] = await sub.fetch(self._batch, timeout=1.0)  # type: ignore[attr-defined]
+                msgs: list[Msg] = await sub.fetch(self._batch, timeout=0.5)  # type: ignore[attr-defined]
             except NatsTimeout:
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("fetch failed for consumer %s", self.durable)
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
+                if self._stopping:
+                    break  # not acked: redelivered after ack_wait
                 await self.process(msg)
 
     async def process(self, msg: Msg) -> None:

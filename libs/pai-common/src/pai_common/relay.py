@@ -40,6 +40,7 @@ class Relay:
         self._poll = poll_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.published = 0
 
     def notify(self) -> None:
@@ -50,24 +51,33 @@ class Relay:
         """Run in the background until `stop`."""
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
-    async def stop(self) -> None:
-        """Stop after the current publish; unpublished events stay in the outbox."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current publish; unpublished events stay in the outbox.
+
+        The loop is asked to stop rather than cancelled: cancelling a task in the middle of
+        an aiosqlite call can leave the connection's worker thread waiting forever.
+        """
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                while await self.publish_pending():
+                while not self._stopping and await self.publish_pending():
                     pass
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("outbox relay failed; retrying")
             self._wake.clear()
+            if self._stopping:
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
 
@@ -84,6 +94,8 @@ class Relay:
                 )
             ).all()
         for row in rows:
+            if self._stopping:
+                break
             headers = cloudevent_headers(row.event_id, row.source, row.type, row.time, dict(row.headers))
             await self._js.publish(row.subject, row.payload, headers=headers)
             async with self._engine.begin() as conn:

@@ -69,7 +69,7 @@ async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator
         await db.migrate(engine, MIGRATIONS, "alembic_version_auth")
 
         nc = await nats.connect(settings.nats_url, name=f"pai-{settings.service}", max_reconnect_attempts=-1)
-        stack.push_async_callback(nc.drain)
+        stack.push_async_callback(nc.close)
         js = nc.jetstream()
         await events.ensure_stream(js)
         relay = Relay(engine, EVENTS.outbox, js)
