@@ -32,6 +32,7 @@ from pai_common.errors import (
     DomainError,
     FieldViolation,
     InvalidArgument,
+    PermissionDenied,
     Unauthenticated,
 )
 from pai_common.principal import ANONYMOUS, Authorizer, Principal, current_principal
@@ -266,7 +267,12 @@ class Authentication(Interceptor):
         validate(request)
         if rule.resource_field:
             info.resource = field_value(request, rule.resource_field)
-        info.principal = await self._authorizer.authorize(credential, rule, info.resource)
+        try:
+            info.principal = await self._authorizer.authorize(credential, rule, info.resource)
+        except PermissionDenied as denied:
+            # Denials name the (authenticated) caller, for the audit trail and the logs.
+            info.principal = Principal(name=denied.metadata.get("principal", ""))
+            raise
         token = current_principal.set(info.principal)
         try:
             yield
@@ -275,8 +281,6 @@ class Authentication(Interceptor):
 
 
 def _denied_no_rule(method: str) -> DomainError:
-    from pai_common.errors import PermissionDenied
-
     return PermissionDenied("PERMISSION_DENIED", f"{method} declares no authorization rule")
 
 

@@ -36,7 +36,7 @@ def raise_denial(response: authorization_pb2.AuthorizeResponse) -> None:
         _Deny.PRINCIPAL_DISABLED,
     ):
         raise Unauthenticated(reason, response.message)
-    raise PermissionDenied("PERMISSION_DENIED", response.message)
+    raise PermissionDenied("PERMISSION_DENIED", response.message, principal=response.principal.name)
 
 
 class RemoteAuthorizer:

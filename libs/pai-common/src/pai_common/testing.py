@@ -20,6 +20,18 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tracing() -> None:
+    """A real tracer provider (no exporter), as the services set up at start."""
+    from opentelemetry import trace
+
+    from pai_common.telemetry import setup_tracing
+
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return
+    setup_tracing("test")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

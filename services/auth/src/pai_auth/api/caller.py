@@ -22,7 +22,9 @@ def to_error(denied: Denied) -> Exception:
         "PRINCIPAL_DISABLED",
     ):
         return Unauthenticated(denied.reason, denied.message)
-    return PermissionDenied("PERMISSION_DENIED", denied.message)
+    # The caller's own name, so the audit trail records who was denied.
+    who = denied.principal.name if denied.principal else ""
+    return PermissionDenied("PERMISSION_DENIED", denied.message, principal=who)
 
 
 class LocalAuthorizer:

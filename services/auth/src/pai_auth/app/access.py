@@ -83,11 +83,10 @@ class AccessUseCases:
         async with self._uow() as uow:
             rows = await uow.repo.signing_keys()
             if not rows:
-                row = self._new_key_row()
-                await uow.repo.add_signing_key(row)
+                await uow.repo.add_signing_key(self._new_key_row())
                 await uow.commit()
-                rows = [row]
-        self._install(rows)
+                rows = await uow.repo.signing_keys()
+            self._install(rows)  # inside: rows expire when the session ends
 
     def _new_key_row(self) -> SigningKeyRow:
         private = Ed25519PrivateKey.generate()
@@ -110,15 +109,14 @@ class AccessUseCases:
     async def rotate(self) -> str:
         """Sign with a new key from now on; old keys verify until their tokens have expired."""
         row = self._new_key_row()
+        kid = row.kid
         async with self._uow() as uow:
             await uow.repo.add_signing_key(row)
-            await uow.repo.retire_signing_keys(row.kid, utcnow())
-            await uow.outbox.add(mapping.signing_key_rotated(row.kid))
+            await uow.repo.retire_signing_keys(kid, utcnow())
+            await uow.outbox.add(mapping.signing_key_rotated(kid))
             await uow.commit()
-        async with self._uow() as uow:
-            rows = await uow.repo.signing_keys()
-        self._install(rows)
-        return row.kid
+            self._install(await uow.repo.signing_keys())
+        return kid
 
     def jwks(self) -> list[dict[str, str]]:
         """Public keys still able to verify a live token: the active one and recently retired ones."""
