@@ -66,8 +66,21 @@ async def stop_process(process: asyncio.subprocess.Process, grace: float) -> int
             signal_group(process.pid, signal.SIGKILL)
     code = await process.wait()
     # Anything the service started and left behind in its group goes with it.
-    signal_group(process.pid, signal.SIGKILL)
+    await kill_group(process.pid)
     return code
+
+
+async def kill_group(pid: int, patience: float = 2.0) -> None:
+    """SIGKILL what is left of the group led by `pid`, and give it a moment to be gone."""
+    signal_group(pid, signal.SIGKILL)
+    deadline = asyncio.get_running_loop().time() + patience
+    # Bounded: a member that is already a zombie counts as present until its new parent reaps it.
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        await asyncio.sleep(0.02)
 
 
 def describe_exit(code: int) -> str:
@@ -87,6 +100,11 @@ class OutputSink:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._echo = echo
+
+    @property
+    def echoes(self) -> bool:
+        """Whether output also goes to the terminal."""
+        return self._echo is not None
 
     def write(self, data: bytes) -> None:
         with self.log_path.open("ab") as log:

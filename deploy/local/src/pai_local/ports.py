@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 
 LOOPBACK = "127.0.0.1"
@@ -28,7 +29,7 @@ def dial_address(address: str) -> str:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """Whether a server could listen on host:port right now."""
+    """Whether a server could listen on host:port right now (OSError: not an address of ours)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR like every server sets, so TIME_WAIT leftovers of a previous run do not
@@ -36,8 +37,10 @@ def port_is_free(port: int, host: str = LOOPBACK) -> bool:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
     return True
 
 
@@ -56,10 +59,10 @@ def choose_address(default_port: int, host: str = LOOPBACK) -> str:
     return f"{host}:{free_port(host)}"
 
 
-async def can_connect(host: str, port: int, timeout: float = 1.0) -> bool:
+async def can_connect(host: str, port: int, deadline: float = 1.0) -> bool:
     """Whether a TCP connection to host:port succeeds."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), deadline)
     except (OSError, TimeoutError):
         return False
     writer.close()

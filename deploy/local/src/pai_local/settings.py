@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -102,19 +104,33 @@ class Settings:
         services: str | None = None,
         nats_url: str | None = None,
     ) -> Settings:
-        """Read the settings; explicit arguments (from the command line) win over the env."""
+        """Read the settings; arguments that are not None (command-line flags) win over the env.
+
+        Like the services, it also reads `nats_url` and `[<service>] listen` from the optional
+        config file (`PAI_CONFIG`, default `$PAI_HOME/config.toml`); the environment wins.
+        """
         env = os.environ if env is None else env
-        home_text = home or env.get("PAI_HOME", "").strip() or "~/.pai"
+        home_path = Path(home or env.get("PAI_HOME", "").strip() or "~/.pai").expanduser().absolute()
+        file = _config_file(env, home_path)
         specs = {**SERVICES, **parse_extra_services(env.get("PAI_LOCAL_EXTRA_SERVICES", ""))}
         names = _service_list(services if services is not None else env.get("PAI_SERVICES"))
         unknown = [name for name in names if name not in specs]
         if unknown:
             known = ", ".join(sorted(specs))
             raise SettingsError(f"unknown service(s) {', '.join(unknown)}; known: {known}")
-        listen = {name: env[listen_var(name)].strip() for name in names if env.get(listen_var(name), "").strip()}
+        listen: dict[str, str] = {}
+        for name in names:
+            section = file.get(name)
+            value = env.get(listen_var(name), "").strip() or (
+                str(section.get("listen", "")).strip() if isinstance(section, dict) else ""
+            )
+            if value:
+                listen[name] = value
+        if nats_url is None:
+            nats_url = env.get("PAI_NATS_URL", "").strip() or str(file.get("nats_url", ""))
         return cls(
-            home=Path(home_text).expanduser().absolute(),
-            nats_url=(nats_url or env.get("PAI_NATS_URL", "")).strip() or None,
+            home=home_path,
+            nats_url=nats_url.strip() or None,
             services=names,
             specs=specs,
             listen=listen,
@@ -141,6 +157,17 @@ class Settings:
     @property
     def nats_store_dir(self) -> Path:
         return self.home / "nats"
+
+
+def _config_file(env: Mapping[str, str], home: Path) -> dict[str, Any]:
+    path = Path(env.get("PAI_CONFIG", "").strip() or home / "config.toml").expanduser()
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"config file {path}: {error}") from None
 
 
 def _service_list(value: str | Sequence[str] | None) -> tuple[str, ...]:

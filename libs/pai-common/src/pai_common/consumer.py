@@ -103,7 +103,8 @@ class Consumer:
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.handled = 0
+        self.handled = 0  # events whose handler ran and committed
+        self.acked = 0  # messages acked, including redeliveries found in the inbox
 
     async def start(self) -> None:
         """Subscribe (creating the durable consumer if needed) and consume in the background."""
@@ -174,6 +175,7 @@ class Consumer:
                     await self._failed(msg, event, error)
                     return
                 await msg.ack()
+                self.acked += 1
                 if handled:
                     self.handled += 1
         finally:

@@ -172,6 +172,8 @@ class RequestLog(Interceptor):
             if info.reason:
                 fields["reason"] = info.reason
             level = logging.INFO if info.code != grpc.StatusCode.INTERNAL else logging.ERROR
+            if info.service in PUBLIC_SERVICES and info.code == grpc.StatusCode.OK:
+                level = logging.DEBUG  # health probes every few seconds would drown the log
             log.log(level, "%s %s", info.method, info.code.name, extra={"fields": fields})
             telemetry.request_id_var.reset(token)
 

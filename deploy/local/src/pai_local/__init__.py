@@ -1,0 +1,1 @@
+"""pai-local: the single-machine stack (`make up`), NATS and every service under one supervisor."""

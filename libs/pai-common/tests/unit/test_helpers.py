@@ -1,0 +1,106 @@
+"""Unit tests of the chassis helpers: no I/O."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.rpc import error_details_pb2
+
+from pai_common import config, fieldmask, names, pagination, tokens
+from pai_common.errors import FieldViolation, InvalidArgument, NotFound
+from pai_common.interceptors import to_status
+
+
+def test_page_size_defaults_coerces_and_rejects_negative() -> None:
+    assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE
+    assert pagination.page_size(5) == 5
+    assert pagination.page_size(10**6) == pagination.MAX_PAGE_SIZE
+    with pytest.raises(InvalidArgument) as caught:
+        pagination.page_size(-1)
+    assert caught.value.violations[0].field == "page_size"
+
+
+def test_page_tokens_are_opaque_and_bound_to_their_query() -> None:
+    q = pagination.fingerprint(parent="workspaces/a")
+    token = pagination.PageToken("users/x", q).encode()
+    assert "users/x" not in token
+    assert pagination.decode_token(token, q) == "users/x"
+    assert pagination.decode_token("", q) is None
+    with pytest.raises(InvalidArgument) as other:
+        pagination.decode_token(token, pagination.fingerprint(parent="workspaces/b"))
+    assert other.value.reason == "INVALID_PAGE_TOKEN"
+    with pytest.raises(InvalidArgument):
+        pagination.decode_token("!!not-base64!!", q)
+
+
+def test_resource_names() -> None:
+    assert names.parse("workspaces/{w}/jobs/{j}", "workspaces/a/jobs/b") == {"w": "a", "j": "b"}
+    with pytest.raises(InvalidArgument):
+        names.parse("workspaces/{w}", "workspaces/a/jobs/b")
+    assert names.workspace_of("workspaces/a/jobs/b") == "workspaces/a"
+    assert names.workspace_of("users/a") is None
+    assert names.is_valid_id("a-1") and not names.is_valid_id("A") and not names.is_valid_id("a-")
+
+
+def test_field_masks() -> None:
+    assert fieldmask.paths([], ["a", "b"]) == {"a", "b"}
+    assert fieldmask.paths(["a"], ["a", "b"]) == {"a"}
+    with pytest.raises(InvalidArgument) as caught:
+        fieldmask.paths(["state"], ["a"])
+    assert caught.value.reason == "INVALID_UPDATE_MASK"
+
+
+def test_tokens_sign_verify_and_reject() -> None:
+    key = Ed25519PrivateKey.generate()
+    keys = {"k1": key.public_key()}
+    now = int(time.time())
+    claims = {"iss": tokens.ISSUER, "aud": tokens.AUDIENCE, "sub": "users/a", "exp": now + 60}
+    token = tokens.sign(claims, key, "k1")
+    assert tokens.verify(token, keys)["sub"] == "users/a"
+    with pytest.raises(tokens.InvalidToken, match="expired"):
+        tokens.verify(tokens.sign({**claims, "exp": now - 60}, key, "k1"), keys)
+    with pytest.raises(tokens.InvalidToken, match="unknown signing key"):
+        tokens.verify(tokens.sign(claims, key, "k2"), keys)
+    other = Ed25519PrivateKey.generate()
+    with pytest.raises(tokens.InvalidToken, match="bad signature"):
+        tokens.verify(tokens.sign(claims, other, "k1"), keys)
+    with pytest.raises(tokens.InvalidToken):
+        tokens.verify("a.b.c", keys)
+    with pytest.raises(tokens.InvalidToken, match="not issued"):
+        tokens.verify(tokens.sign({**claims, "aud": "other"}, key, "k1"), keys)
+
+
+def test_domain_errors_become_rich_statuses() -> None:
+    status = to_status(
+        InvalidArgument("INVALID_ARGUMENT", "bad", violations=[FieldViolation("name", "too long")]),
+        "x.pai.dev",
+    )
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info) and status.details[1].Unpack(bad)
+    assert info.reason == "INVALID_ARGUMENT" and info.domain == "x.pai.dev"
+    assert bad.field_violations[0].field == "name"
+    nf = to_status(NotFound("JOB_NOT_FOUND", resource="workspaces/a/jobs/b"), "dlc.pai.dev")
+    assert nf.code == grpc.StatusCode.NOT_FOUND.value[0] and len(nf.details) == 1
+
+
+def test_config_precedence(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        'log_level = "debug"\n[auth]\nlisten = "127.0.0.1:6000"\nextra = 3\n'
+    )
+    env = {"PAI_HOME": str(tmp_path), "PAI_AUTH_LISTEN": "127.0.0.1:7000"}
+    s = config.load("auth", env)
+    assert s.listen == "127.0.0.1:7000"  # environment beats the file
+    assert s.log_level == "DEBUG"  # shared key from the file
+    assert s.database_url.endswith(f"{tmp_path}/auth/auth.db") and s.database_url.startswith(
+        "sqlite+aiosqlite"
+    )
+    assert config.load("auth", {"PAI_HOME": str(tmp_path)}).listen == "127.0.0.1:6000"
+    assert config.load("dlc", {"PAI_HOME": str(tmp_path)}).listen == "127.0.0.1:50053"
+    (tmp_path / "bad.toml").write_text("not = [toml")
+    with pytest.raises(config.ConfigError):
+        config.load("auth", {"PAI_HOME": str(tmp_path), "PAI_CONFIG": str(tmp_path / "bad.toml")})
