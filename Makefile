@@ -31,9 +31,12 @@ gen: $(VENV)/.installed
 up: install gen
 	$(PY) -m pai_local up
 
+TYPED := $(wildcard libs/pai-common/src services/auth/src deploy/local/src cli/src)
+
 lint: install gen
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(TYPED)
 	$(MAKE) --no-print-directory buf-check
 
 # buf format and lint, and the breaking-change check against the previous commit

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from google.protobuf import message_factory, symbol_database
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -55,7 +55,7 @@ def decode(msg: Msg) -> Event:
     type_ = headers.get("ce-type", "")
     message: Message | None = None
     try:
-        descriptor = symbol_database.Default().pool.FindMessageTypeByName(type_)
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(type_)
     except KeyError:
         descriptor = None
     if descriptor is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from pai_common import telemetry
 from pai_common.db import UtcDateTime, utcnow
@@ -110,7 +111,7 @@ class Outbox:
 
     def __init__(
         self,
-        connection: sa.ext.asyncio.AsyncConnection | sa.ext.asyncio.AsyncSession,
+        connection: AsyncConnection | AsyncSession,
         table: sa.Table,
     ) -> None:
         self._conn = connection

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import protovalidate
-from google.protobuf import any_pb2, symbol_database
+from google.protobuf import any_pb2, descriptor_pool
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import context as otel_context
@@ -81,13 +81,14 @@ def authz_rule(method: str) -> annotations_pb2.AuthzRule | None:
     if service in PUBLIC_SERVICES:
         return _PUBLIC_RULE
     try:
-        descriptor = symbol_database.Default().pool.FindServiceByName(service)
+        descriptor = descriptor_pool.Default().FindServiceByName(service)
     except KeyError:
         return None
     method_desc = descriptor.methods_by_name.get(name)
     if method_desc is None or not method_desc.GetOptions().HasExtension(annotations_pb2.authz):
         return None
-    return method_desc.GetOptions().Extensions[annotations_pb2.authz]
+    rule: annotations_pb2.AuthzRule = method_desc.GetOptions().Extensions[annotations_pb2.authz]
+    return rule
 
 
 def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str:
@@ -224,7 +225,7 @@ class ErrorMapping(Interceptor):
             info.code, info.reason = error.code, error.reason
             await abort_with(context, to_status(error, self._domain))
         except grpc.aio.AbortError:
-            info.code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+            info.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception:
             info.code, info.reason = grpc.StatusCode.INTERNAL, "INTERNAL"
@@ -294,7 +295,8 @@ def validate(request: Any) -> None:
     if violations:
         fields = []
         for v in violations:
-            path = ".".join(e.field_name for e in v.proto.field.elements) or "request"
+            elements = v.proto.field.elements if v.proto.field is not None else []
+            path = ".".join(e.field_name for e in elements) or "request"
             fields.append(FieldViolation(path, v.proto.message))
         summary = "; ".join(f"{f.field}: {f.description}" for f in fields)
         raise InvalidArgument("INVALID_ARGUMENT", summary, violations=fields)
@@ -343,7 +345,7 @@ class Completion(Interceptor):
                     log.exception("completion hook failed for %s", info.method)
 
 
-class Chain(grpc.aio.ServerInterceptor):
+class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Applies the interceptors, outermost first, to every unary or server-streaming handler."""
 
     def __init__(self, interceptors: Sequence[Interceptor]) -> None:

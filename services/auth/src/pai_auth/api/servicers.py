@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
@@ -28,7 +28,7 @@ from pai_common import fieldmask, pagination
 from pai_common.db import utcnow
 from pai_common.names import parse
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = grpc.aio.ServicerContext  # grpc ships no type stubs
 _Role = identity_pb2.Role
 
 
@@ -296,7 +296,7 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServiceServicer)
             token=grant.token,
         )
         if grant.token_expire_time is not None:
-            response.token_expire_time.CopyFrom(mapping.ts(grant.token_expire_time))
+            response.token_expire_time.FromDatetime(grant.token_expire_time)
         return response
 
     async def IssueToken(

@@ -13,7 +13,10 @@ from pai_common.errors import (
     PermissionDenied,
 )
 
-new_uid = lambda: str(uuid.uuid4())  # noqa: E731
+
+def new_uid() -> str:
+    """A fresh server-assigned unique id."""
+    return str(uuid.uuid4())
 
 
 def check_etag(given: str, uid: str, version: int) -> None:
