@@ -6,12 +6,10 @@ schema. Engines are built by the service's bootstrap, never at import time.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import pathlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -19,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -142,18 +139,9 @@ def is_retryable(error: BaseException) -> bool:
     return code in {"40001", "40P01"} or "database is locked" in text or "deadlock" in text
 
 
-async def retrying(work: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
-    """Run a whole unit of work, retrying it on serialization failure or deadlock."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await work()
-        except exc.DBAPIError as error:
-            if attempt == attempts or not is_retryable(error):
-                raise
-            log.warning(
-                "retrying unit of work after %s (attempt %d)",
-                type(error.orig).__name__,
-                attempt,
-            )
-            await asyncio.sleep(0.02 * 2**attempt)
-    raise AssertionError("unreachable")
+def conflict(error: BaseException) -> bool:
+    """Whether a failed transaction lost a race (duplicate key, serialization failure, deadlock).
+
+    Such a unit of work changed nothing; the caller gets ABORTED and may retry the request.
+    """
+    return isinstance(error, exc.IntegrityError) or is_retryable(error)

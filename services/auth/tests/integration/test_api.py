@@ -354,3 +354,19 @@ async def test_restart_keeps_everything_and_bootstraps_once(
 def test_settings_helper_builds_sqlite_settings(tmp_path: object) -> None:
     s = settings_for(tmp_path, ("sqlite+aiosqlite:///x.db", ""), "nats://x")  # type: ignore[arg-type]
     assert s.database_schema == "pai_auth" and s.listen.endswith(":0")
+
+
+async def test_concurrent_creates_of_one_id_never_fail_internally(admin: Client) -> None:
+    results = await asyncio.gather(
+        *(
+            admin.identity.CreateUser(
+                identity_pb2.CreateUserRequest(user_id="racer", user=identity_pb2.User())
+            )
+            for _ in range(8)
+        ),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, identity_pb2.User)]
+    codes = {r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)}
+    assert len(created) == 1
+    assert codes <= {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED}

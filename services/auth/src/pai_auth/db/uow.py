@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pai_auth.db.repositories import Repository
 from pai_auth.db.rows import EVENTS
+from pai_common.db import conflict
+from pai_common.errors import Aborted
 from pai_common.events import Outbox
 
 
@@ -40,6 +42,10 @@ class UnitOfWork:
         if self.session.in_transaction():
             await self.session.rollback()
         await self.session.close()
+        if exc is not None and conflict(exc):
+            raise Aborted(
+                "CONCURRENT_MODIFICATION", "a concurrent request changed the same data; retry"
+            ) from exc
 
 
 class UnitOfWorkFactory:

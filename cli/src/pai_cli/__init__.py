@@ -1,0 +1,1 @@
+"""The `pai` command: the platform's control plane from a terminal."""

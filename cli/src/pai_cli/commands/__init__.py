@@ -1,0 +1,1 @@
+"""One module per group of `pai` commands; each has a `register(subparsers)`."""
