@@ -1,10 +1,15 @@
-"""Auth's repositories: rows in, domain entities out."""
+"""Auth's repository: rows in, domain entities out.
+
+Row columns and entity fields share their names, so one pair of functions converts every
+table; the entity's own types (e.g. `UserState`) are restored by the entity itself.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,155 +17,84 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pai_auth.db.rows import (
     ApiKeyRow,
     AuditEntryRow,
+    Base,
     MemberRow,
     ServiceAccountRow,
     SigningKeyRow,
     UserRow,
     WorkspaceRow,
 )
-from pai_auth.domain.model import (
-    ApiKey,
-    AuditEntry,
-    Member,
-    ServiceAccount,
-    User,
-    UserState,
-    Workspace,
-)
+from pai_auth.domain.model import ApiKey, AuditEntry, Member, ServiceAccount, User, Workspace
+
+E = TypeVar("E")
 
 
-def _user(row: UserRow) -> User:
-    return User(
-        id=row.id,
-        uid=row.uid,
-        display_name=row.display_name,
-        email=row.email,
-        platform_admin=row.platform_admin,
-        state=UserState(row.state),
-        create_time=row.create_time,
-        update_time=row.update_time,
-        version=row.version,
-    )
+def entity(cls: type[E], row: Base) -> E:
+    """The domain entity of a row (fields the row lacks keep their defaults)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{c.key: getattr(row, c.key) for c in sa.inspect(row).mapper.column_attrs if c.key in names})
 
 
-def _workspace(row: WorkspaceRow) -> Workspace:
-    return Workspace(
-        id=row.id,
-        uid=row.uid,
-        display_name=row.display_name,
-        description=row.description,
-        create_time=row.create_time,
-        update_time=row.update_time,
-        version=row.version,
-    )
-
-
-def _member(row: MemberRow) -> Member:
-    return Member(
-        workspace_id=row.workspace_id,
-        user_id=row.user_id,
-        role=row.role,
-        create_time=row.create_time,
-        update_time=row.update_time,
-        version=row.version,
-    )
-
-
-def _service_account(row: ServiceAccountRow) -> ServiceAccount:
-    return ServiceAccount(
-        workspace_id=row.workspace_id,
-        id=row.id,
-        uid=row.uid,
-        role=row.role,
-        display_name=row.display_name,
-        description=row.description,
-        create_time=row.create_time,
-        update_time=row.update_time,
-        version=row.version,
-    )
-
-
-def _api_key(row: ApiKeyRow) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        uid=row.uid,
-        owner=row.owner,
-        prefix=row.prefix,
-        secret_hash=row.secret_hash,
-        display_name=row.display_name,
-        expire_time=row.expire_time,
-        revoke_time=row.revoke_time,
-        last_used_time=row.last_used_time,
-        create_time=row.create_time,
-        version=row.version,
-    )
-
-
-def _audit(row: AuditEntryRow) -> AuditEntry:
-    return AuditEntry(
-        id=row.id,
-        workspace=row.workspace,
-        principal=row.principal,
-        method=row.method,
-        permission=row.permission,
-        resource=row.resource,
-        result=row.result,
-        reason=row.reason,
-        request_id=row.request_id,
-        create_time=row.create_time,
-    )
+def row_values(row_cls: type[Base], item: Any) -> dict[str, Any]:
+    """The column values of an entity, for an insert or an update."""
+    values = {}
+    for column in sa.inspect(row_cls).column_attrs:
+        if hasattr(item, column.key):
+            value = getattr(item, column.key)
+            values[column.key] = value.value if hasattr(value, "value") else value
+    return values
 
 
 class Repository:
-    """Every table of auth behind one session; methods are small and obvious."""
+    """Every table of auth behind one session."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def _write(self, row: Any, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            setattr(row, key, value)
+    async def _get(self, cls: type[E], row_cls: type[Base], key: Any) -> E | None:
+        row = await self.session.get(row_cls, key)
+        return entity(cls, row) if row is not None else None
+
+    async def _list(self, cls: type[E], query: sa.Select[Any]) -> list[E]:
+        return [entity(cls, r) for r in (await self.session.scalars(query)).all()]
+
+    async def _add(self, row_cls: type[Base], item: Any) -> None:
+        self.session.add(row_cls(**row_values(row_cls, item)))
         await self.session.flush()
+
+    async def _save(self, row_cls: type[Base], key: Any, item: Any, *fields: str) -> None:
+        row = await self.session.get_one(row_cls, key)
+        values = row_values(row_cls, item)
+        for name in fields:
+            setattr(row, name, values[name])
+        await self.session.flush()
+
+    @staticmethod
+    def _page(query: sa.Select[Any], key: Any, after: Any, limit: int) -> sa.Select[Any]:
+        query = query.order_by(key).limit(limit)
+        return query.where(key > after) if after is not None else query
 
     # users
     async def get_user(self, user_id: str) -> User | None:
-        row = await self.session.get(UserRow, user_id)
-        return _user(row) if row else None
+        return await self._get(User, UserRow, user_id)
 
     async def list_users(self, after: str | None, limit: int) -> list[User]:
-        q = sa.select(UserRow).order_by(UserRow.id).limit(limit)
-        if after is not None:
-            q = q.where(UserRow.id > after)
-        return [_user(r) for r in (await self.session.scalars(q)).all()]
+        return await self._list(User, self._page(sa.select(UserRow), UserRow.id, after, limit))
 
     async def add_user(self, user: User) -> None:
-        self.session.add(
-            UserRow(
-                id=user.id,
-                uid=user.uid,
-                display_name=user.display_name,
-                email=user.email,
-                platform_admin=user.platform_admin,
-                state=user.state.value,
-                create_time=user.create_time,
-                update_time=user.update_time,
-                version=user.version,
-            )
-        )
-        await self.session.flush()
+        await self._add(UserRow, user)
 
     async def save_user(self, user: User) -> None:
-        row = await self.session.get_one(UserRow, user.id)
-        await self._write(
-            row,
-            dict(
-                display_name=user.display_name,
-                email=user.email,
-                platform_admin=user.platform_admin,
-                state=user.state.value,
-                update_time=user.update_time,
-                version=user.version,
-            ),
+        await self._save(
+            UserRow,
+            user.id,
+            user,
+            "display_name",
+            "email",
+            "platform_admin",
+            "state",
+            "update_time",
+            "version",
         )
 
     async def delete_user(self, user_id: str) -> None:
@@ -173,46 +107,23 @@ class Repository:
 
     # workspaces
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
-        row = await self.session.get(WorkspaceRow, workspace_id)
-        return _workspace(row) if row else None
+        return await self._get(Workspace, WorkspaceRow, workspace_id)
 
     async def list_workspaces(
         self, after: str | None, limit: int, member: str | None = None
     ) -> list[Workspace]:
-        q = sa.select(WorkspaceRow).order_by(WorkspaceRow.id).limit(limit)
-        if after is not None:
-            q = q.where(WorkspaceRow.id > after)
+        query = sa.select(WorkspaceRow)
         if member is not None:
-            q = q.where(
+            query = query.where(
                 WorkspaceRow.id.in_(sa.select(MemberRow.workspace_id).where(MemberRow.user_id == member))
             )
-        return [_workspace(r) for r in (await self.session.scalars(q)).all()]
+        return await self._list(Workspace, self._page(query, WorkspaceRow.id, after, limit))
 
     async def add_workspace(self, ws: Workspace) -> None:
-        self.session.add(
-            WorkspaceRow(
-                id=ws.id,
-                uid=ws.uid,
-                display_name=ws.display_name,
-                description=ws.description,
-                create_time=ws.create_time,
-                update_time=ws.update_time,
-                version=ws.version,
-            )
-        )
-        await self.session.flush()
+        await self._add(WorkspaceRow, ws)
 
     async def save_workspace(self, ws: Workspace) -> None:
-        row = await self.session.get_one(WorkspaceRow, ws.id)
-        await self._write(
-            row,
-            dict(
-                display_name=ws.display_name,
-                description=ws.description,
-                update_time=ws.update_time,
-                version=ws.version,
-            ),
-        )
+        await self._save(WorkspaceRow, ws.id, ws, "display_name", "description", "update_time", "version")
 
     async def delete_workspace(self, workspace_id: str) -> None:
         prefix = f"workspaces/{workspace_id}/serviceAccounts/"
@@ -225,48 +136,28 @@ class Repository:
 
     # members
     async def get_member(self, workspace_id: str, user_id: str) -> Member | None:
-        row = await self.session.get(MemberRow, (workspace_id, user_id))
-        return _member(row) if row else None
+        return await self._get(Member, MemberRow, (workspace_id, user_id))
 
     async def list_members(self, workspace_id: str, after: str | None, limit: int) -> list[Member]:
-        q = (
-            sa.select(MemberRow)
-            .where(MemberRow.workspace_id == workspace_id)
-            .order_by(MemberRow.user_id)
-            .limit(limit)
-        )
-        if after is not None:
-            q = q.where(MemberRow.user_id > after)
-        return [_member(r) for r in (await self.session.scalars(q)).all()]
+        query = sa.select(MemberRow).where(MemberRow.workspace_id == workspace_id)
+        return await self._list(Member, self._page(query, MemberRow.user_id, after, limit))
 
     async def memberships_of(self, user_id: str) -> list[Member]:
-        q = sa.select(MemberRow).where(MemberRow.user_id == user_id)
-        return [_member(r) for r in (await self.session.scalars(q)).all()]
+        return await self._list(Member, sa.select(MemberRow).where(MemberRow.user_id == user_id))
 
     async def count_owners(self, workspace_id: str) -> int:
-        q = (
+        query = (
             sa.select(sa.func.count())
             .select_from(MemberRow)
             .where(MemberRow.workspace_id == workspace_id, MemberRow.role == "OWNER")
         )
-        return int(await self.session.scalar(q) or 0)
+        return int(await self.session.scalar(query) or 0)
 
     async def add_member(self, m: Member) -> None:
-        self.session.add(
-            MemberRow(
-                workspace_id=m.workspace_id,
-                user_id=m.user_id,
-                role=m.role,
-                create_time=m.create_time,
-                update_time=m.update_time,
-                version=m.version,
-            )
-        )
-        await self.session.flush()
+        await self._add(MemberRow, m)
 
     async def save_member(self, m: Member) -> None:
-        row = await self.session.get_one(MemberRow, (m.workspace_id, m.user_id))
-        await self._write(row, dict(role=m.role, update_time=m.update_time, version=m.version))
+        await self._save(MemberRow, (m.workspace_id, m.user_id), m, "role", "update_time", "version")
 
     async def delete_member(self, workspace_id: str, user_id: str) -> None:
         await self.session.execute(
@@ -275,49 +166,27 @@ class Repository:
 
     # service accounts
     async def get_service_account(self, workspace_id: str, sa_id: str) -> ServiceAccount | None:
-        row = await self.session.get(ServiceAccountRow, (workspace_id, sa_id))
-        return _service_account(row) if row else None
+        return await self._get(ServiceAccount, ServiceAccountRow, (workspace_id, sa_id))
 
     async def list_service_accounts(
         self, workspace_id: str, after: str | None, limit: int
     ) -> list[ServiceAccount]:
-        q = (
-            sa.select(ServiceAccountRow)
-            .where(ServiceAccountRow.workspace_id == workspace_id)
-            .order_by(ServiceAccountRow.id)
-            .limit(limit)
-        )
-        if after is not None:
-            q = q.where(ServiceAccountRow.id > after)
-        return [_service_account(r) for r in (await self.session.scalars(q)).all()]
+        query = sa.select(ServiceAccountRow).where(ServiceAccountRow.workspace_id == workspace_id)
+        return await self._list(ServiceAccount, self._page(query, ServiceAccountRow.id, after, limit))
 
     async def add_service_account(self, s: ServiceAccount) -> None:
-        self.session.add(
-            ServiceAccountRow(
-                workspace_id=s.workspace_id,
-                id=s.id,
-                uid=s.uid,
-                role=s.role,
-                display_name=s.display_name,
-                description=s.description,
-                create_time=s.create_time,
-                update_time=s.update_time,
-                version=s.version,
-            )
-        )
-        await self.session.flush()
+        await self._add(ServiceAccountRow, s)
 
     async def save_service_account(self, s: ServiceAccount) -> None:
-        row = await self.session.get_one(ServiceAccountRow, (s.workspace_id, s.id))
-        await self._write(
-            row,
-            dict(
-                role=s.role,
-                display_name=s.display_name,
-                description=s.description,
-                update_time=s.update_time,
-                version=s.version,
-            ),
+        await self._save(
+            ServiceAccountRow,
+            (s.workspace_id, s.id),
+            s,
+            "role",
+            "display_name",
+            "description",
+            "update_time",
+            "version",
         )
 
     async def delete_service_account(self, workspace_id: str, sa_id: str) -> None:
@@ -325,55 +194,29 @@ class Repository:
         await self.session.execute(sa.delete(ApiKeyRow).where(ApiKeyRow.owner == owner))
         await self.session.execute(
             sa.delete(ServiceAccountRow).where(
-                ServiceAccountRow.workspace_id == workspace_id,
-                ServiceAccountRow.id == sa_id,
+                ServiceAccountRow.workspace_id == workspace_id, ServiceAccountRow.id == sa_id
             )
         )
 
     # api keys
     async def get_api_key(self, owner: str, key_id: str) -> ApiKey | None:
-        q = sa.select(ApiKeyRow).where(ApiKeyRow.owner == owner, ApiKeyRow.id == key_id)
-        row = (await self.session.scalars(q)).first()
-        return _api_key(row) if row else None
+        query = sa.select(ApiKeyRow).where(ApiKeyRow.owner == owner, ApiKeyRow.id == key_id)
+        found = await self._list(ApiKey, query)
+        return found[0] if found else None
 
     async def api_key_by_prefix(self, prefix: str) -> ApiKey | None:
-        row = (await self.session.scalars(sa.select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))).first()
-        return _api_key(row) if row else None
+        found = await self._list(ApiKey, sa.select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+        return found[0] if found else None
 
     async def list_api_keys(self, owner: str, after: str | None, limit: int) -> list[ApiKey]:
-        q = sa.select(ApiKeyRow).where(ApiKeyRow.owner == owner).order_by(ApiKeyRow.id).limit(limit)
-        if after is not None:
-            q = q.where(ApiKeyRow.id > after)
-        return [_api_key(r) for r in (await self.session.scalars(q)).all()]
+        query = sa.select(ApiKeyRow).where(ApiKeyRow.owner == owner)
+        return await self._list(ApiKey, self._page(query, ApiKeyRow.id, after, limit))
 
     async def add_api_key(self, k: ApiKey) -> None:
-        self.session.add(
-            ApiKeyRow(
-                uid=k.uid,
-                id=k.id,
-                owner=k.owner,
-                prefix=k.prefix,
-                secret_hash=k.secret_hash,
-                display_name=k.display_name,
-                expire_time=k.expire_time,
-                revoke_time=k.revoke_time,
-                last_used_time=k.last_used_time,
-                create_time=k.create_time,
-                version=k.version,
-            )
-        )
-        await self.session.flush()
+        await self._add(ApiKeyRow, k)
 
     async def save_api_key(self, k: ApiKey) -> None:
-        row = await self.session.get_one(ApiKeyRow, k.uid)
-        await self._write(
-            row,
-            dict(
-                revoke_time=k.revoke_time,
-                last_used_time=k.last_used_time,
-                version=k.version,
-            ),
-        )
+        await self._save(ApiKeyRow, k.uid, k, "revoke_time", "last_used_time", "version")
 
     async def touch_api_key(self, uid: str, when: dt.datetime) -> None:
         await self.session.execute(
@@ -382,38 +225,24 @@ class Repository:
 
     # audit
     async def add_audit(self, e: AuditEntry) -> None:
-        self.session.add(
-            AuditEntryRow(
-                id=e.id,
-                workspace=e.workspace,
-                principal=e.principal,
-                method=e.method,
-                permission=e.permission,
-                resource=e.resource,
-                result=e.result,
-                reason=e.reason,
-                request_id=e.request_id,
-                create_time=e.create_time,
-            )
-        )
-        await self.session.flush()
+        await self._add(AuditEntryRow, e)
 
     async def list_audit(
         self, workspace: str | None, principal: str, before: int | None, limit: int
     ) -> list[tuple[int, AuditEntry]]:
-        q = sa.select(AuditEntryRow).order_by(AuditEntryRow.seq.desc()).limit(limit)
+        query = sa.select(AuditEntryRow).order_by(AuditEntryRow.seq.desc()).limit(limit)
         if workspace is not None:
-            q = q.where(AuditEntryRow.workspace == workspace)
+            query = query.where(AuditEntryRow.workspace == workspace)
         if principal:
-            q = q.where(AuditEntryRow.principal == principal)
+            query = query.where(AuditEntryRow.principal == principal)
         if before is not None:
-            q = q.where(AuditEntryRow.seq < before)
-        return [(r.seq, _audit(r)) for r in (await self.session.scalars(q)).all()]
+            query = query.where(AuditEntryRow.seq < before)
+        return [(r.seq, entity(AuditEntry, r)) for r in (await self.session.scalars(query)).all()]
 
     # signing keys
     async def signing_keys(self) -> Sequence[SigningKeyRow]:
-        q = sa.select(SigningKeyRow).order_by(SigningKeyRow.create_time.desc())
-        return (await self.session.scalars(q)).all()
+        query = sa.select(SigningKeyRow).order_by(SigningKeyRow.create_time.desc())
+        return (await self.session.scalars(query)).all()
 
     async def add_signing_key(self, row: SigningKeyRow) -> None:
         self.session.add(row)

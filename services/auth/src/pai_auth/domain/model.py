@@ -24,6 +24,9 @@ class User:
     update_time: dt.datetime | None = None
     version: int = 1
 
+    def __post_init__(self) -> None:
+        self.state = UserState(self.state)  # stores hand back plain strings
+
     @property
     def name(self) -> str:
         return f"users/{self.id}"
