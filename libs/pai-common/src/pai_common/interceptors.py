@@ -227,6 +227,9 @@ class ErrorMapping(Interceptor):
         except grpc.aio.AbortError:
             info.code = context.code() or grpc.StatusCode.UNKNOWN
             raise
+        except NotImplementedError:  # the generated base servicer's answer for a missing method
+            info.code, info.reason = grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED"
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{info.method} is not implemented yet")
         except Exception:
             info.code, info.reason = grpc.StatusCode.INTERNAL, "INTERNAL"
             log.exception("unhandled error in %s", info.method)
