@@ -160,11 +160,18 @@ class Consumer:
             for msg in msgs:
                 if self._stopping:
                     break  # not acked: redelivered after ack_wait
-                await self.process(msg)
+                try:
+                    await self.process(msg)
+                except Exception:  # e.g. the ack was lost with the connection: redelivered later
+                    log.exception("consumer %s could not finish a message", self.durable)
 
     async def process(self, msg: Msg) -> None:
         """Handle one message: inbox check, handler and inbox insert in one transaction, then ack."""
-        event = decode(msg)
+        try:
+            event = decode(msg)
+        except Exception as error:
+            await self._dead_letter(msg, f"undecodable event: {error}")
+            return
         headers = msg.headers or {}
         token = otel_context.attach(telemetry.extract(headers))  # type: ignore[arg-type]
         try:
@@ -201,19 +208,9 @@ class Consumer:
         attempt = msg.metadata.num_delivered
         if attempt >= self._max_deliver:
             log.error(
-                "event %s (%s) failed %d times, dead-lettered: %s",
-                event.id,
-                event.type,
-                attempt,
-                error,
+                "event %s (%s) failed %d times, dead-lettered: %s", event.id, event.type, attempt, error
             )
-            headers = dict(msg.headers or {})
-            headers.pop("Nats-Msg-Id", None)
-            headers["pai-error"] = f"{type(error).__name__}: {error}"[:1000]
-            headers["pai-original-subject"] = msg.subject
-            headers["pai-consumer"] = self.durable
-            await self._js.publish(f"{DEAD_LETTER_PREFIX}.{self.durable}", msg.data, headers=headers)
-            await msg.term()
+            await self._dead_letter(msg, f"{type(error).__name__}: {error}")
             return
         delay = self._backoff[min(attempt - 1, len(self._backoff) - 1)]
         log.warning(
@@ -224,3 +221,13 @@ class Consumer:
             error,
         )
         await msg.nak(delay=delay)
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        """Publish the message to `pai.deadletter.<consumer>` with the reason, and stop its redelivery."""
+        headers = dict(msg.headers or {})
+        headers.pop("Nats-Msg-Id", None)
+        headers["pai-error"] = reason[:1000]
+        headers["pai-original-subject"] = msg.subject
+        headers["pai-consumer"] = self.durable
+        await self._js.publish(f"{DEAD_LETTER_PREFIX}.{self.durable}", msg.data, headers=headers)
+        await msg.term()

@@ -8,6 +8,7 @@ audit hooks see denials too, and logs and spans see the final status code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -51,6 +52,10 @@ PUBLIC_SERVICES = frozenset(
 _PUBLIC_RULE = annotations_pb2.AuthzRule(scope=annotations_pb2.AuthzRule.PUBLIC)
 
 
+# Verbs of permissions that change nothing (besides `read*`): not audited, granted to viewers.
+READ_VERBS = frozenset({"get", "list", "authorize"})
+
+
 @dataclass
 class CallInfo:
     """What every interceptor knows about the call being served."""
@@ -58,6 +63,7 @@ class CallInfo:
     method: str  # /package.Service/Method
     request_id: str
     rule: annotations_pb2.AuthzRule | None
+    request: Any = None
     principal: Principal = ANONYMOUS
     resource: str = ""
     code: grpc.StatusCode = grpc.StatusCode.OK
@@ -71,7 +77,7 @@ class CallInfo:
     def mutating(self) -> bool:
         """Whether the method changes state: its permission's verb is not a read verb."""
         verb = self.rule.permission.rsplit(".", 1)[-1] if self.rule and self.rule.permission else ""
-        return bool(verb) and not (verb in {"get", "list"} or verb.startswith("read"))
+        return bool(verb) and not (verb in READ_VERBS or verb.startswith("read"))
 
 
 @cache
@@ -337,13 +343,19 @@ class Completion(Interceptor):
             raise
         except grpc.aio.AbortError:
             raise
+        except NotImplementedError:
+            info.code, info.reason = grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED"
+            raise
+        except asyncio.CancelledError:
+            info.code, info.reason = grpc.StatusCode.CANCELLED, "CANCELLED"
+            raise
         except Exception:
             info.code, info.reason = grpc.StatusCode.INTERNAL, "INTERNAL"
             raise
         finally:
             for hook in self._hooks:
-                try:
-                    await hook(info)
+                try:  # shielded: a cancelled call is still recorded
+                    await asyncio.shield(hook(info))
                 except Exception:
                     log.exception("completion hook failed for %s", info.method)
 
@@ -370,6 +382,7 @@ class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return CallInfo(method=method, request_id=rid, rule=authz_rule(method))
 
         async def enter(stack: contextlib.AsyncExitStack, info: CallInfo, request: Any, context: Any) -> None:
+            info.request = request
             for interceptor in chain:
                 await stack.enter_async_context(interceptor.scope(info, request, context))
 
@@ -399,4 +412,9 @@ class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, handler.request_deserializer, handler.response_serializer
             )
-        return handler  # client streaming is not used by pai APIs
+        if method.lstrip("/").split("/")[0] in PUBLIC_SERVICES:
+            return handler  # reflection streams both ways and needs no credential
+        # Client-streaming methods would bypass every interceptor above, authentication included:
+        # refuse them (UNIMPLEMENTED) until the chain learns to wrap them.
+        log.error("refusing client-streaming method %s: the interceptor chain does not wrap it", method)
+        return None

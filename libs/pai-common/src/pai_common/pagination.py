@@ -46,8 +46,11 @@ def fingerprint(**query: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def decode_token(token: str, query: str) -> Any:
-    """The key to continue after, or None for the first page; a foreign or broken token is an error."""
+def decode_token(token: str, query: str, key_type: type = str) -> Any:
+    """The key to continue after, or None for the first page; a foreign or broken token is an error.
+
+    Tokens are not secret (a client could forge one), so the key's type is checked too.
+    """
     if not token:
         return None
     try:
@@ -58,6 +61,8 @@ def decode_token(token: str, query: str) -> Any:
         raise _bad_token("page_token is malformed") from exc
     if bound != query:
         raise _bad_token("page_token belongs to a different query")
+    if not isinstance(after, key_type) or isinstance(after, bool):
+        raise _bad_token("page_token is malformed")
     return after
 
 

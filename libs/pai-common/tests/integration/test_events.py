@@ -182,3 +182,35 @@ async def test_failing_handler_is_retried_then_dead_lettered(
     assert msg.subject == "pai.deadletter.fails" and msg.headers is not None
     assert msg.headers["pai-original-subject"] == "pai.test.bad.thing"
     assert "cannot handle this" in msg.headers["pai-error"] and msg.headers["ce-id"] == "bad-1"
+
+
+async def test_undecodable_event_is_dead_lettered_not_fatal(tmp_path: pathlib.Path, nats_server: NatsServer) -> None:
+    meta = db.metadata()
+    tables = events.event_tables(meta)
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bad.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(meta.create_all)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await events.ensure_stream(js)
+    handled: list[str] = []
+
+    async def handler(event: Event, conn: sa.ext.asyncio.AsyncConnection) -> None:
+        handled.append(event.id)
+
+    dead = await js.subscribe("pai.deadletter.>", ordered_consumer=True)
+    consumer = Consumer(js, engine, tables.inbox, durable="robust", subjects=["pai.test.>"], handler=handler)
+    await consumer.start()
+    await js.publish("pai.test.a.b", b"", headers={"ce-id": "bad-time", "ce-time": "not a time"})
+    await js.publish("pai.test.a.b", b"", headers={"ce-id": "fine", "ce-type": "x.Unknown"})
+    msg = await dead.next_msg(timeout=10)
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    await nc.close()
+    await engine.dispose()
+    assert msg.headers is not None and msg.headers["ce-id"] == "bad-time"
+    assert "undecodable" in msg.headers["pai-error"]
+    assert handled == ["fine"]  # the consumer lived on past the bad message

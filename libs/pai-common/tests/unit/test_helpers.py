@@ -58,7 +58,7 @@ def test_tokens_sign_verify_and_reject() -> None:
     key = Ed25519PrivateKey.generate()
     keys = {"k1": key.public_key()}
     now = int(time.time())
-    claims = {"iss": tokens.ISSUER, "aud": tokens.AUDIENCE, "sub": "users/a", "exp": now + 60}
+    claims = {"iss": tokens.ISSUER, "aud": tokens.AUDIENCE, "sub": "users/a", "iat": now, "exp": now + 60}
     token = tokens.sign(claims, key, "k1")
     assert tokens.verify(token, keys)["sub"] == "users/a"
     with pytest.raises(tokens.InvalidToken, match="expired"):
@@ -70,6 +70,10 @@ def test_tokens_sign_verify_and_reject() -> None:
         tokens.verify(tokens.sign(claims, other, "k1"), keys)
     with pytest.raises(tokens.InvalidToken):
         tokens.verify("a.b.c", keys)
+    with pytest.raises(tokens.InvalidToken, match="lifetime"):  # even a good key cannot mint a long token
+        tokens.verify(tokens.sign({**claims, "exp": now + 2 * tokens.MAX_LIFETIME_SECONDS}, key, "k1"), keys)
+    with pytest.raises(tokens.InvalidToken, match="lifetime"):
+        tokens.verify(tokens.sign({k: v for k, v in claims.items() if k != "iat"}, key, "k1"), keys)
     with pytest.raises(tokens.InvalidToken, match="not issued"):
         tokens.verify(tokens.sign({**claims, "aud": "other"}, key, "k1"), keys)
 

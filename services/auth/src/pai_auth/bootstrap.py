@@ -25,7 +25,7 @@ from pai_auth.api.servicers import (
     WorkspaceServicer,
 )
 from pai_auth.app.access import AccessUseCases
-from pai_auth.app.audit import AuditUseCases
+from pai_auth.app.audit import AuditUseCases, audit_resource
 from pai_auth.app.bootstrap import bootstrap
 from pai_auth.app.identity import IdentityUseCases
 from pai_auth.app.workspaces import WorkspaceUseCases
@@ -88,7 +88,7 @@ async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator
                 principal=info.principal.name,
                 method=info.method,
                 permission=info.rule.permission,
-                resource=info.resource,
+                resource=info.resource or audit_resource(info.request),
                 result=info.code.name,
                 reason=info.reason,
                 request_id=info.request_id,

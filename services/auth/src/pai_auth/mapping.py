@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 from google.protobuf import timestamp_pb2
 
@@ -22,6 +23,7 @@ from pai_auth.domain.model import (
     User,
     Workspace,
 )
+from pai_common.errors import FieldViolation, InvalidArgument
 from pai_common.events import OutboxEvent
 
 SOURCE = "//auth.pai.dev"
@@ -35,12 +37,33 @@ def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     return out
 
 
-def from_ts(value: timestamp_pb2.Timestamp) -> dt.datetime:
-    return value.ToDatetime(tzinfo=dt.UTC)
+def from_ts(value: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
+    """A request timestamp; one out of range is INVALID_ARGUMENT on `field`."""
+    try:
+        return value.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        message = "not a valid timestamp"
+        raise InvalidArgument(
+            "INVALID_ARGUMENT", f"{field}: {message}", violations=[FieldViolation(field, message)]
+        ) from exc
 
 
 def etag(uid: str, version: int) -> str:
     return f'W/"{uid[:8]}-{version}"'
+
+
+def member_etag(m: Member) -> str:
+    """Members have no uid: their name and creation time tell one membership from a later one."""
+    created = m.create_time.isoformat() if m.create_time else ""
+    digest = hashlib.sha256(f"{m.name}\n{created}".encode()).hexdigest()
+    return etag(digest, m.version)
+
+
+def etag_of(entity: object) -> str:
+    """The etag a client sees for an entity."""
+    if isinstance(entity, Member):
+        return member_etag(entity)
+    return etag(getattr(entity, "uid"), getattr(entity, "version"))  # noqa: B009
 
 
 def user(u: User) -> identity_pb2.User:
@@ -77,7 +100,7 @@ def member(m: Member) -> workspace_pb2.Member:
         role=identity_pb2.Role.Value(m.role),
         create_time=ts(m.create_time),
         update_time=ts(m.update_time),
-        etag=etag(f"{m.workspace_id}{m.user_id}", m.version),
+        etag=member_etag(m),
     )
 
 

@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from pai.auth.v1 import audit_pb2, authorization_pb2, events_pb2, identity_pb2, workspace_pb2
 from pai_auth.bootstrap import AuthApp, build
+from pai_auth.db.rows import Base
 from pai_common import tokens
 
 from .conftest import Client, new_user, settings_for
@@ -112,7 +113,7 @@ async def test_api_key_lifecycle_and_storage(
 
     # The database holds hashes only: no column of any table contains a usable key.
     async with app.uow() as uow:
-        for table in ("api_keys", "users", "outbox", "audit_entries"):
+        for table in Base.metadata.tables:  # every table, including ones added later
             rows = (await uow.session.execute(sa.text(f"SELECT * FROM {table}"))).all()
             dump = repr(rows)
             for key in (secret, admin_key):

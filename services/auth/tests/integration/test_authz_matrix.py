@@ -239,11 +239,32 @@ async def test_matrix(admin: Client, client_for: Callable[[str | None], Client])
     )
     await new_user(admin, "stranger", FOREIGN, "OWNER")
     checked = 0
+    robot = await admin.identity.CreateApiKey(
+        identity_pb2.CreateApiKeyRequest(parent=f"workspaces/{OWN}/serviceAccounts/bot")
+    )
+    principals: list[tuple[str, str, Principal]] = []
     for role in ROLES:
         user = f"user-{role.lower()}"
         key = await new_user(admin, user, OWN, role)
+        principals.append((role, key, Principal(f"users/{user}", False, {f"workspaces/{OWN}": role})))
+    # A service account (VIEWER in OWN) and the platform admin are principals too.
+    principals.append(
+        (
+            "SA-VIEWER",
+            robot.secret,
+            Principal(f"workspaces/{OWN}/serviceAccounts/bot", False, {f"workspaces/{OWN}": "VIEWER"}),
+        )
+    )
+    principals.append(
+        (
+            "PLATFORM",
+            (await admin.authz.IssueToken(authorization_pb2.IssueTokenRequest())).token,
+            Principal("users/admin", True, {}),
+        )
+    )
+    for role, key, me in principals:
         client = client_for(key)
-        me = Principal(f"users/{user}", False, {f"workspaces/{OWN}": role})
+        user = me.name.rsplit("/", 1)[1]
         for ws in (OWN, FOREIGN):
             for method, (stub, request) in requests(ws, user, "stranger").items():
                 rule = authz_rule(f"/pai.auth.v1.{SERVICE_OF[method]}/{method}")
@@ -255,6 +276,7 @@ async def test_matrix(admin: Client, client_for: Callable[[str | None], Client])
                         f"the role map changed for {role} {method} {ws}"
                     )
                 code = await outcome(stub(client), request)
+                assert code != grpc.StatusCode.INTERNAL, f"{role} {method} in {ws}: INTERNAL"
                 if expected:
                     assert code not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED), (
                         f"{role} {method} in {ws}: expected allowed, got {code.name}"
@@ -264,7 +286,7 @@ async def test_matrix(admin: Client, client_for: Callable[[str | None], Client])
                         f"{role} {method} in {ws}: expected denied, got {code.name}"
                     )
                 checked += 1
-    assert checked == len(ROLES) * 2 * len(SERVICE_OF)
+    assert checked == len(principals) * 2 * len(SERVICE_OF)
 
 
 def _field(message: Any, path: str) -> str:

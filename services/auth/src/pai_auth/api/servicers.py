@@ -21,21 +21,23 @@ from pai_auth import mapping
 from pai_auth.api.caller import caller
 from pai_auth.app.access import AccessUseCases, Denied
 from pai_auth.app.audit import AuditUseCases
-from pai_auth.app.identity import SERVICE_ACCOUNT_FIELDS, USER_FIELDS, IdentityUseCases
+from pai_auth.app.identity import SERVICE_ACCOUNT_FIELDS, USER_DEFAULT_FIELDS, USER_FIELDS, IdentityUseCases
 from pai_auth.app.workspaces import WORKSPACE_FIELDS, WorkspaceUseCases
 from pai_auth.domain.model import ServiceAccount, User, UserState, Workspace
-from pai_common import fieldmask, pagination
+from pai_common import fieldmask, pagination, tokens
 from pai_common.db import utcnow
+from pai_common.errors import FailedPrecondition
+from pai_common.interceptors import credential_of
 from pai_common.names import parse
 
 Ctx: TypeAlias = grpc.aio.ServicerContext  # grpc ships no type stubs
 _Role = identity_pb2.Role
 
 
-def _page(request: Any, **query: Any) -> tuple[int, Any, str]:
+def _page(request: Any, key_type: type = str, **query: Any) -> tuple[int, Any, str]:
     size = pagination.page_size(request.page_size)
     fp = pagination.fingerprint(**query)
-    return size, pagination.decode_token(request.page_token, fp), fp
+    return size, pagination.decode_token(request.page_token, fp, key_type), fp
 
 
 def _next(items: list[Any], size: int, key: Any, fp: str) -> tuple[list[Any], str]:
@@ -68,7 +70,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     async def UpdateUser(self, request: identity_pb2.UpdateUserRequest, context: Ctx) -> identity_pb2.User:
         user_id = parse("users/{user}", request.user.name, field="user.name")["user"]
-        fields = fieldmask.paths(request.update_mask.paths, USER_FIELDS)
+        fields = fieldmask.paths(request.update_mask.paths, USER_FIELDS, USER_DEFAULT_FIELDS)
         u = request.user
         changes = User(
             id=user_id,
@@ -148,7 +150,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.CreateApiKeyRequest, context: Ctx
     ) -> identity_pb2.ApiKey:
         k = request.api_key
-        expire = mapping.from_ts(k.expire_time) if k.HasField("expire_time") else None
+        expire = mapping.from_ts(k.expire_time, "api_key.expire_time") if k.HasField("expire_time") else None
         key = await self._uc.create_api_key(request.parent, k.display_name, expire)
         return mapping.api_key(key, utcnow())
 
@@ -302,7 +304,11 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServiceServicer)
     async def IssueToken(
         self, request: authorization_pb2.IssueTokenRequest, context: Ctx
     ) -> authorization_pb2.IssueTokenResponse:
-        token, expires = self._uc.issue_token(caller(), request.ttl_seconds)
+        if tokens.looks_like_token(credential_of(context)):
+            raise FailedPrecondition(
+                "TOKEN_NOT_RENEWABLE", "tokens are issued for API keys only; a token cannot renew itself"
+            )
+        token, expires = await self._uc.issue_token(caller(), request.ttl_seconds)
         return authorization_pb2.IssueTokenResponse(token=token, expire_time=mapping.ts(expires))
 
     async def GetJwks(
@@ -328,7 +334,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def ListAuditEntries(
         self, request: audit_pb2.ListAuditEntriesRequest, context: Ctx
     ) -> audit_pb2.ListAuditEntriesResponse:
-        size, before, fp = _page(request, parent=request.parent, principal=request.principal)
+        size, before, fp = _page(request, int, parent=request.parent, principal=request.principal)
         rows = await self._uc.list(request.parent, request.principal, before, size + 1)
         rows, token = _next(rows, size, lambda r: r[0], fp)
         return audit_pb2.ListAuditEntriesResponse(

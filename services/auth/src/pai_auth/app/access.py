@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_TTL = 300
 MAX_TOKEN_TTL = 3600
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)  # at most one last-used write per key a minute
+KEY_REFRESH_SECONDS = 30.0  # how stale another replica's rotation may look when signing
+UNKNOWN_KID_REFRESH_SECONDS = 5.0  # unknown key ids reload at most this often (no DoS by garbage kids)
 
 
 class Denied(Exception):
@@ -76,6 +78,7 @@ class AccessUseCases:
         self._signing: tuple[str, Ed25519PrivateKey] | None = None
         self._public: dict[str, Ed25519PublicKey] = {}
         self._retired: dict[str, dt.datetime | None] = {}
+        self._loaded_at = 0.0
 
     # signing keys ----------------------------------------------------------------
     async def load_keys(self) -> None:
@@ -87,6 +90,12 @@ class AccessUseCases:
                 await uow.commit()
                 rows = await uow.repo.signing_keys()
             self._install(rows)  # inside: rows expire when the session ends
+        self._loaded_at = time.monotonic()
+
+    async def _refresh_keys(self, older_than: float) -> None:
+        """Reload keys at most every `older_than` seconds: another replica may have rotated."""
+        if time.monotonic() - self._loaded_at >= older_than:
+            await self.load_keys()
 
     def _new_key_row(self) -> SigningKeyRow:
         private = Ed25519PrivateKey.generate()
@@ -116,18 +125,31 @@ class AccessUseCases:
             await uow.outbox.add(mapping.signing_key_rotated(kid))
             await uow.commit()
             self._install(await uow.repo.signing_keys())
+        self._loaded_at = time.monotonic()
         return kid
 
-    def jwks(self) -> list[dict[str, str]]:
-        """Public keys still able to verify a live token: the active one and recently retired ones."""
-        horizon = utcnow() - dt.timedelta(seconds=MAX_TOKEN_TTL + tokens.LEEWAY_SECONDS)
-        return [
-            tokens.public_jwk(key, kid)
-            for kid, key in self._public.items()
-            if self._retired.get(kid) is None or self._retired[kid] > horizon  # type: ignore[operator]
-        ]
+    def _live_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Keys that may have signed a token still alive: the active one and those retired recently.
 
-    def issue_token(self, principal: Principal, ttl: int = DEFAULT_TOKEN_TTL) -> tuple[str, dt.datetime]:
+        A key retired longer ago than the longest token lifetime verifies nothing, even in auth.
+        """
+        horizon = utcnow() - dt.timedelta(seconds=MAX_TOKEN_TTL + tokens.LEEWAY_SECONDS)
+        live = {}
+        for kid, key in self._public.items():
+            retired = self._retired.get(kid)
+            if retired is None or retired > horizon:
+                live[kid] = key
+        return live
+
+    def jwks(self) -> list[dict[str, str]]:
+        """The public keys of `_live_keys`, as JWKs."""
+        return [tokens.public_jwk(key, kid) for kid, key in self._live_keys().items()]
+
+    async def issue_token(
+        self, principal: Principal, ttl: int = DEFAULT_TOKEN_TTL
+    ) -> tuple[str, dt.datetime]:
+        """A signed token for a principal authenticated by an API key (never by another token)."""
+        await self._refresh_keys(KEY_REFRESH_SECONDS)
         assert self._signing is not None, "load_keys() runs at start"
         kid, key = self._signing
         now = int(time.time())
@@ -169,17 +191,17 @@ class AccessUseCases:
         return principal
 
     async def _from_token(self, token: str) -> Principal:
+        """The principal a token names. Its claims hold until it expires (at most MAX_TOKEN_TTL)."""
         try:
-            claims = tokens.verify(token, self._public)
+            claims = tokens.verify(token, self._live_keys())
         except tokens.InvalidToken as exc:
-            if str(exc) == "unknown signing key":  # maybe rotated by another replica
-                await self.load_keys()
-                try:
-                    claims = tokens.verify(token, self._public)
-                except tokens.InvalidToken as again:
-                    raise Denied("CREDENTIAL_INVALID", f"invalid token: {again}") from again
-            else:
+            if str(exc) != "unknown signing key":
                 raise Denied("CREDENTIAL_INVALID", f"invalid token: {exc}") from exc
+            await self._refresh_keys(UNKNOWN_KID_REFRESH_SECONDS)  # another replica may have rotated
+            try:
+                claims = tokens.verify(token, self._live_keys())
+            except tokens.InvalidToken as again:
+                raise Denied("CREDENTIAL_INVALID", f"invalid token: {again}") from again
         roles = claims.get("roles")
         return Principal(
             name=str(claims.get("sub", "")),
@@ -218,7 +240,16 @@ class AccessUseCases:
         decision = policy.decide(principal, scope, permission, resource)
         if not decision.allowed:
             raise Denied("PERMISSION_MISSING", decision.message, principal)
-        if issue_token:
-            token, expires = self.issue_token(principal)
-            return Grant(principal, token, expires)
-        return Grant(principal)
+        if not issue_token:
+            return Grant(principal)
+        if tokens.looks_like_token(credential):
+            # A token is forwarded as it is, never renewed: revoking the key behind it, or
+            # disabling its user, takes effect when it expires.
+            return Grant(principal, credential, _expiry(credential))
+        token, expires = await self.issue_token(principal)
+        return Grant(principal, token, expires)
+
+
+def _expiry(token: str) -> dt.datetime | None:
+    exp = tokens.unverified_claims(token).get("exp")
+    return dt.datetime.fromtimestamp(exp, dt.UTC) if isinstance(exp, (int, float)) else None

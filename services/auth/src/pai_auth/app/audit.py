@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from pai_auth.db.uow import UnitOfWorkFactory
 from pai_auth.domain.model import AuditEntry
 from pai_common.db import utcnow
 from pai_common.names import workspace_of
+
+
+def audit_resource(request: Any) -> str:
+    """The resource a platform-level call acted on, when its rule names none (e.g. CreateUser)."""
+    for field, template in (("name", "{}"), ("user_id", "users/{}"), ("workspace_id", "workspaces/{}")):
+        value = getattr(request, field, "")
+        if isinstance(value, str) and value:
+            return template.format(value)
+    return ""
 
 
 class AuditUseCases:

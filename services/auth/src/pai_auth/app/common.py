@@ -19,13 +19,12 @@ def new_uid() -> str:
     return str(uuid.uuid4())
 
 
-def check_etag(given: str, uid: str, version: int) -> None:
+def check_etag(given: str, current: object) -> None:
     """An empty etag skips the check; a stale one is ABORTED."""
-    if given and given != mapping.etag(uid, version):
+    now = mapping.etag_of(current)
+    if given and given != now:
         raise Aborted(
-            "ETAG_MISMATCH",
-            "the resource changed since it was read; re-read and retry",
-            current=mapping.etag(uid, version),
+            "ETAG_MISMATCH", "the resource changed since it was read; re-read and retry", current=now
         )
 
 

@@ -22,6 +22,7 @@ from pai_common.errors import AlreadyExists, FailedPrecondition
 from pai_common.names import parse
 
 USER_FIELDS = ("display_name", "email", "platform_admin")
+USER_DEFAULT_FIELDS = ("display_name", "email")  # platform_admin changes only when named in the mask
 SERVICE_ACCOUNT_FIELDS = ("display_name", "description", "role")
 
 
@@ -68,12 +69,12 @@ class IdentityUseCases:
     async def update_user(self, caller: Principal, changes: User, fields: set[str], given_etag: str) -> User:
         if "platform_admin" in fields and not caller.platform_admin:
             # Users may edit their own profile, but only platform admins grant platform admin.
-            fields = fields - {"platform_admin"}
-            if not fields:
-                raise denied("only platform admins may change platform_admin")
+            raise denied("only platform admins may change platform_admin")
         async with self._uow() as uow:
             user = await self._user_for_update(uow, changes.id)
-            check_etag(given_etag, user.uid, user.version)
+            check_etag(given_etag, user)
+            if "platform_admin" in fields and not changes.platform_admin:
+                await self._keep_a_platform_admin(uow, user)
             updated = replace(
                 user,
                 **{f: getattr(changes, f) for f in fields},
@@ -89,9 +90,11 @@ class IdentityUseCases:
         user_id = parse("users/{user}", name)["user"]
         async with self._uow() as uow:
             user = await self._user_for_update(uow, user_id)
-            check_etag(given_etag, user.uid, user.version)
+            check_etag(given_etag, user)
             if user.state == state:
                 return user
+            if state == UserState.DISABLED:
+                await self._keep_a_platform_admin(uow, user)
             updated = replace(user, state=state, update_time=utcnow(), version=user.version + 1)
             await uow.repo.save_user(updated)
             await uow.outbox.add(mapping.user_event("updated", updated))
@@ -102,24 +105,46 @@ class IdentityUseCases:
         user_id = parse("users/{user}", name)["user"]
         if caller.name == name:
             raise FailedPrecondition("CANNOT_DELETE_SELF", "you cannot delete yourself")
+        now = utcnow()
         async with self._uow() as uow:
             user = await self._user_for_update(uow, user_id)
-            check_etag(given_etag, user.uid, user.version)
-            for membership in await uow.repo.memberships_of(user_id):
+            check_etag(given_etag, user)
+            await self._keep_a_platform_admin(uow, user)
+            memberships = await uow.repo.memberships_of(user_id)
+            for membership in memberships:
+                await uow.repo.get_workspace(membership.workspace_id, for_update=True)  # owner count lock
                 if membership.role == "OWNER" and await uow.repo.count_owners(membership.workspace_id) <= 1:
                     raise FailedPrecondition(
                         "LAST_OWNER",
                         f"{name} is the last owner of workspaces/{membership.workspace_id}; add another owner first",
                     )
+            keys_gone = await uow.repo.active_api_keys_of(f"{name}/")
             await uow.repo.delete_user(user_id)
+            # Consumers learn of everything the deletion took with it, not only the user.
+            for membership in memberships:
+                await uow.outbox.add(mapping.member_event("removed", membership))
+            for key in keys_gone:
+                await uow.outbox.add(mapping.api_key_event("revoked", replace(key, revoke_time=now), now))
             await uow.outbox.add(mapping.user_event("deleted", user))
             await uow.commit()
 
     async def _user_for_update(self, uow: UnitOfWork, user_id: str) -> User:
-        user = await uow.repo.get_user(user_id)
+        user = await uow.repo.get_user(user_id, for_update=True)
         if user is None:
             raise not_found("USER_NOT_FOUND", f"users/{user_id}")
         return user
+
+    @staticmethod
+    async def _keep_a_platform_admin(uow: UnitOfWork, user: User) -> None:
+        """The last active platform admin may not lose the role, be disabled or be deleted."""
+        if (
+            user.platform_admin
+            and user.state == UserState.ACTIVE
+            and await uow.repo.count_platform_admins() <= 1
+        ):
+            raise FailedPrecondition(
+                "LAST_PLATFORM_ADMIN", f"{user.name} is the last platform admin; make another one first"
+            )
 
     # service accounts --------------------------------------------------------
     async def create_service_account(
@@ -176,10 +201,10 @@ class IdentityUseCases:
         if "role" in fields and changes.role in ("", "ROLE_UNSPECIFIED"):
             raise invalid("service_account.role", "a role is required")
         async with self._uow() as uow:
-            account = await uow.repo.get_service_account(changes.workspace_id, changes.id)
+            account = await uow.repo.get_service_account(changes.workspace_id, changes.id, for_update=True)
             if account is None:
                 raise not_found("SERVICE_ACCOUNT_NOT_FOUND", changes.name)
-            check_etag(given_etag, account.uid, account.version)
+            check_etag(given_etag, account)
             updated = replace(
                 account,
                 **{f: getattr(changes, f) for f in fields},
@@ -193,12 +218,16 @@ class IdentityUseCases:
 
     async def delete_service_account(self, name: str, given_etag: str) -> None:
         ids = parse("workspaces/{workspace}/serviceAccounts/{sa}", name)
+        now = utcnow()
         async with self._uow() as uow:
-            account = await uow.repo.get_service_account(ids["workspace"], ids["sa"])
+            account = await uow.repo.get_service_account(ids["workspace"], ids["sa"], for_update=True)
             if account is None:
                 raise not_found("SERVICE_ACCOUNT_NOT_FOUND", name)
-            check_etag(given_etag, account.uid, account.version)
+            check_etag(given_etag, account)
+            keys_gone = await uow.repo.active_api_keys_of(f"{name}/")
             await uow.repo.delete_service_account(ids["workspace"], ids["sa"])
+            for key in keys_gone:
+                await uow.outbox.add(mapping.api_key_event("revoked", replace(key, revoke_time=now), now))
             await uow.outbox.add(mapping.service_account_event("deleted", account))
             await uow.commit()
 
@@ -267,7 +296,7 @@ class IdentityUseCases:
         owner, _, key_id = name.rpartition("/apiKeys/")
         now = utcnow()
         async with self._uow() as uow:
-            key = await uow.repo.get_api_key(owner, key_id)
+            key = await uow.repo.get_api_key(owner, key_id, for_update=True)
             if key is None:
                 raise not_found("API_KEY_NOT_FOUND", name)
             if key.state(now) == ApiKeyState.REVOKED:

@@ -65,10 +65,10 @@ class WorkspaceUseCases:
 
     async def update_workspace(self, changes: Workspace, fields: set[str], given_etag: str) -> Workspace:
         async with self._uow() as uow:
-            ws = await uow.repo.get_workspace(changes.id)
+            ws = await uow.repo.get_workspace(changes.id, for_update=True)
             if ws is None:
                 raise not_found("WORKSPACE_NOT_FOUND", changes.name)
-            check_etag(given_etag, ws.uid, ws.version)
+            check_etag(given_etag, ws)
             updated = replace(
                 ws,
                 **{f: getattr(changes, f) for f in fields},
@@ -82,12 +82,23 @@ class WorkspaceUseCases:
 
     async def delete_workspace(self, name: str, given_etag: str) -> None:
         workspace_id = parse("workspaces/{workspace}", name)["workspace"]
+        now = utcnow()
         async with self._uow() as uow:
-            ws = await uow.repo.get_workspace(workspace_id)
+            ws = await uow.repo.get_workspace(workspace_id, for_update=True)
             if ws is None:
                 raise not_found("WORKSPACE_NOT_FOUND", name)
-            check_etag(given_etag, ws.uid, ws.version)
+            check_etag(given_etag, ws)
+            members = await uow.repo.members_of(workspace_id)
+            accounts = await uow.repo.list_service_accounts_of(workspace_id)
+            keys_gone = await uow.repo.active_api_keys_of(f"{name}/serviceAccounts/")
             await uow.repo.delete_workspace(workspace_id)
+            # Consumers learn of everything the deletion took with it, not only the workspace.
+            for member in members:
+                await uow.outbox.add(mapping.member_event("removed", member))
+            for key in keys_gone:
+                await uow.outbox.add(mapping.api_key_event("revoked", replace(key, revoke_time=now), now))
+            for account in accounts:
+                await uow.outbox.add(mapping.service_account_event("deleted", account))
             await uow.outbox.add(mapping.workspace_event("deleted", ws))
             await uow.commit()
 
@@ -141,7 +152,9 @@ class WorkspaceUseCases:
 
     async def _member_for_update(self, uow: UnitOfWork, name: str) -> Member:
         ids = parse("workspaces/{workspace}/members/{member}", name)
-        member = await uow.repo.get_member(ids["workspace"], ids["member"])
+        # Lock the workspace: owner counts stay true until this transaction ends.
+        await uow.repo.get_workspace(ids["workspace"], for_update=True)
+        member = await uow.repo.get_member(ids["workspace"], ids["member"], for_update=True)
         if member is None:
             raise not_found("MEMBER_NOT_FOUND", name)
         return member
@@ -159,7 +172,7 @@ class WorkspaceUseCases:
         async with self._uow() as uow:
             member = await self._member_for_update(uow, name)
             self._check_owner_grant(caller, f"workspaces/{member.workspace_id}", role, member.role)
-            check_etag(given_etag, f"{member.workspace_id}{member.user_id}", member.version)
+            check_etag(given_etag, member)
             if member.role == role:
                 return member
             if role != "OWNER":
@@ -174,7 +187,7 @@ class WorkspaceUseCases:
         async with self._uow() as uow:
             member = await self._member_for_update(uow, name)
             self._check_owner_grant(caller, f"workspaces/{member.workspace_id}", member.role)
-            check_etag(given_etag, f"{member.workspace_id}{member.user_id}", member.version)
+            check_etag(given_etag, member)
             await self._check_not_last_owner(uow, member)
             await uow.repo.delete_member(member.workspace_id, member.user_id)
             await uow.outbox.add(mapping.member_event("removed", member))

@@ -51,8 +51,9 @@ class Repository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def _get(self, cls: type[E], row_cls: type[Base], key: Any) -> E | None:
-        row = await self.session.get(row_cls, key)
+    async def _get(self, cls: type[E], row_cls: type[Base], key: Any, for_update: bool = False) -> E | None:
+        """One row; `for_update` locks it on PostgreSQL (SQLite serialises writers at BEGIN)."""
+        row = await self.session.get(row_cls, key, with_for_update=for_update or None)
         return entity(cls, row) if row is not None else None
 
     async def _list(self, cls: type[E], query: sa.Select[Any]) -> list[E]:
@@ -75,8 +76,8 @@ class Repository:
         return query.where(key > after) if after is not None else query
 
     # users
-    async def get_user(self, user_id: str) -> User | None:
-        return await self._get(User, UserRow, user_id)
+    async def get_user(self, user_id: str, for_update: bool = False) -> User | None:
+        return await self._get(User, UserRow, user_id, for_update)
 
     async def list_users(self, after: str | None, limit: int) -> list[User]:
         return await self._list(User, self._page(sa.select(UserRow), UserRow.id, after, limit))
@@ -102,12 +103,33 @@ class Repository:
         await self.session.execute(sa.delete(ApiKeyRow).where(ApiKeyRow.owner == f"users/{user_id}"))
         await self.session.execute(sa.delete(UserRow).where(UserRow.id == user_id))
 
+    async def count_platform_admins(self) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(UserRow)
+            .where(UserRow.platform_admin.is_(True), UserRow.state == "ACTIVE")
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    async def list_service_accounts_of(self, workspace_id: str) -> list[ServiceAccount]:
+        query = sa.select(ServiceAccountRow).where(ServiceAccountRow.workspace_id == workspace_id)
+        return await self._list(ServiceAccount, query)
+
+    async def members_of(self, workspace_id: str) -> list[Member]:
+        return await self._list(Member, sa.select(MemberRow).where(MemberRow.workspace_id == workspace_id))
+
+    async def active_api_keys_of(self, owner_prefix: str) -> list[ApiKey]:
+        query = sa.select(ApiKeyRow).where(
+            ApiKeyRow.owner.startswith(owner_prefix), ApiKeyRow.revoke_time.is_(None)
+        )
+        return await self._list(ApiKey, query)
+
     async def count_users(self) -> int:
         return int(await self.session.scalar(sa.select(sa.func.count()).select_from(UserRow)) or 0)
 
     # workspaces
-    async def get_workspace(self, workspace_id: str) -> Workspace | None:
-        return await self._get(Workspace, WorkspaceRow, workspace_id)
+    async def get_workspace(self, workspace_id: str, for_update: bool = False) -> Workspace | None:
+        return await self._get(Workspace, WorkspaceRow, workspace_id, for_update)
 
     async def list_workspaces(
         self, after: str | None, limit: int, member: str | None = None
@@ -135,8 +157,8 @@ class Repository:
         await self.session.execute(sa.delete(WorkspaceRow).where(WorkspaceRow.id == workspace_id))
 
     # members
-    async def get_member(self, workspace_id: str, user_id: str) -> Member | None:
-        return await self._get(Member, MemberRow, (workspace_id, user_id))
+    async def get_member(self, workspace_id: str, user_id: str, for_update: bool = False) -> Member | None:
+        return await self._get(Member, MemberRow, (workspace_id, user_id), for_update)
 
     async def list_members(self, workspace_id: str, after: str | None, limit: int) -> list[Member]:
         query = sa.select(MemberRow).where(MemberRow.workspace_id == workspace_id)
@@ -165,8 +187,10 @@ class Repository:
         )
 
     # service accounts
-    async def get_service_account(self, workspace_id: str, sa_id: str) -> ServiceAccount | None:
-        return await self._get(ServiceAccount, ServiceAccountRow, (workspace_id, sa_id))
+    async def get_service_account(
+        self, workspace_id: str, sa_id: str, for_update: bool = False
+    ) -> ServiceAccount | None:
+        return await self._get(ServiceAccount, ServiceAccountRow, (workspace_id, sa_id), for_update)
 
     async def list_service_accounts(
         self, workspace_id: str, after: str | None, limit: int
@@ -199,8 +223,10 @@ class Repository:
         )
 
     # api keys
-    async def get_api_key(self, owner: str, key_id: str) -> ApiKey | None:
+    async def get_api_key(self, owner: str, key_id: str, for_update: bool = False) -> ApiKey | None:
         query = sa.select(ApiKeyRow).where(ApiKeyRow.owner == owner, ApiKeyRow.id == key_id)
+        if for_update:
+            query = query.with_for_update()
         found = await self._list(ApiKey, query)
         return found[0] if found else None
 
