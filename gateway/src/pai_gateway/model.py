@@ -1,0 +1,75 @@
+"""What the gateway should route: plain data, from which every Envoy resource is derived."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SERVICES = ("auth", "scheduler", "dlc", "eas", "dsw", "lineage")
+
+
+class InvalidRoute(ValueError):
+    """A route the control plane refuses before Envoy ever sees it."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One pai gRPC service and the addresses (host:port) of its replicas."""
+
+    name: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of a serving endpoint: its traffic weight and its replicas."""
+
+    name: str
+    weight: int
+    addresses: tuple[str, ...]
+    health_path: str = "/v2/health/ready"
+
+
+@dataclass(frozen=True)
+class EndpointRoute:
+    """`/api/predict/{service}/...` (or `/dsw/{id}/...`) spread over revisions by weight."""
+
+    kind: str  # "predict" or "dsw"
+    name: str
+    revisions: tuple[Revision, ...]
+    websocket: bool = False
+
+    def validate(self) -> None:
+        if self.kind not in ("predict", "dsw"):
+            raise InvalidRoute(f"unknown route kind {self.kind!r}")
+        if not self.name or "/" in self.name:
+            raise InvalidRoute(f"route name {self.name!r} must be one path segment")
+        if not self.revisions:
+            raise InvalidRoute(f"{self.name}: a route needs at least one revision")
+        names = [r.name for r in self.revisions]
+        if len(set(names)) != len(names):
+            raise InvalidRoute(f"{self.name}: revision names repeat")
+        for r in self.revisions:
+            if r.weight < 0:
+                raise InvalidRoute(f"{self.name}/{r.name}: weight must not be negative")
+            if not r.addresses:
+                raise InvalidRoute(f"{self.name}/{r.name}: a revision needs at least one replica")
+        if sum(r.weight for r in self.revisions) <= 0:
+            raise InvalidRoute(f"{self.name}: weights add up to 0; at least one revision must get traffic")
+
+    @property
+    def prefix(self) -> str:
+        return f"/api/predict/{self.name}/" if self.kind == "predict" else f"/dsw/{self.name}/"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything one Envoy serves."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    auth_address: str = "127.0.0.1:50051"
+    upstreams: tuple[Upstream, ...] = ()
+    routes: tuple[EndpointRoute, ...] = field(default_factory=tuple)
+    descriptor_set: bytes = b""
+    grpc_services: tuple[str, ...] = ()  # full names the transcoder serves as HTTP/JSON
+    access_log_path: str = "/dev/stdout"
