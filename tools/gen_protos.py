@@ -85,6 +85,9 @@ def main() -> int:
             "--include_source_info",
             f"--descriptor_set_out={DESCRIPTORS}",
             *[str(p) for p in own],
+            # The transcoder turns google.rpc.Status details into JSON only for types it knows.
+            "google/rpc/status.proto",
+            "google/rpc/error_details.proto",
         ],
         check=True,
         cwd=PROTOS,

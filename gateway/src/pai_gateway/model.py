@@ -36,13 +36,23 @@ class EndpointRoute:
     kind: str  # "predict" or "dsw"
     name: str
     revisions: tuple[Revision, ...]
+    resource: str = ""  # the owning resource, e.g. workspaces/w/services/s: who may call is decided on it
+    permission: str = ""  # e.g. eas.services.predict; the default follows the kind
     websocket: bool = False
+
+    @property
+    def required_permission(self) -> str:
+        return self.permission or (
+            "eas.services.predict" if self.kind == "predict" else "dsw.notebooks.connect"
+        )
 
     def validate(self) -> None:
         if self.kind not in ("predict", "dsw"):
             raise InvalidRoute(f"unknown route kind {self.kind!r}")
         if not self.name or "/" in self.name:
             raise InvalidRoute(f"route name {self.name!r} must be one path segment")
+        if not self.resource.startswith("workspaces/"):
+            raise InvalidRoute(f"{self.name}: the owning resource (workspaces/...) is required")
         if not self.revisions:
             raise InvalidRoute(f"{self.name}: a route needs at least one revision")
         names = [r.name for r in self.revisions]

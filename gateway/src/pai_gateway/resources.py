@@ -33,7 +33,7 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
-from pai_gateway.model import EndpointRoute, GatewayConfig, Revision, Upstream
+from pai_gateway.model import SERVICES, EndpointRoute, GatewayConfig, Revision, Upstream
 
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -198,6 +198,19 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
             host_selection_retry_max_attempts=3,
         ),
     )
+    # Who may call is decided by auth on the owning resource, carried to ext_authz per route.
+    authz = {
+        EXT_AUTHZ: _pack(
+            ext_authz_pb2.ExtAuthzPerRoute(
+                check_settings=ext_authz_pb2.CheckSettings(
+                    context_extensions={
+                        "pai.permission": route.required_permission,
+                        "pai.resource": route.resource,
+                    }
+                )
+            )
+        )
+    }
     upgrades = (
         [route_components_pb2.RouteAction.UpgradeConfig(upgrade_type="websocket")] if route.websocket else []
     )
@@ -217,6 +230,7 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
                 route=route_components_pb2.RouteAction(
                     cluster=revision_cluster(route, revision), upgrade_configs=upgrades, **action
                 ),
+                typed_per_filter_config=authz,
             )
         )
     weighted = [
@@ -235,6 +249,7 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
                 upgrade_configs=upgrades,
                 **action,
             ),
+            typed_per_filter_config=authz,
         )
     )
     return routes
@@ -277,6 +292,12 @@ def route_configuration(upstreams: tuple[Upstream, ...], routes: tuple[EndpointR
             match=route_components_pb2.RouteMatch(prefix="/"),
             direct_response=_json_reply(404, 5, "no such route"),
             typed_per_filter_config=_disable_authz(),
+            response_headers_to_add=[
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key="content-type", value="application/json"),
+                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            ],
         )
     )
     config = route_pb2.RouteConfiguration(
@@ -324,6 +345,8 @@ def listener(config: GatewayConfig) -> any_pb2.Any:
             services=list(config.grpc_services),
             convert_grpc_status=True,
             print_options=transcoder_pb2.GrpcJsonTranscoder.PrintOptions(always_print_primitive_fields=True),
+            # Unknown query parameters are ignored, so `?x=1` does not skip transcoding (and authz).
+            ignore_unknown_query_parameters=True,
             request_validation_options=transcoder_pb2.GrpcJsonTranscoder.RequestValidationOptions(),
         )
         filters.append(
@@ -371,11 +394,18 @@ def listener(config: GatewayConfig) -> any_pb2.Any:
     )
 
 
+def with_every_service(upstreams: tuple[Upstream, ...]) -> tuple[Upstream, ...]:
+    """Every pai API is routed (and so authorized) even while its service is not running:
+    a caller without a token gets 401, one with a token 503 until the service is up."""
+    known = {u.name for u in upstreams}
+    return (*upstreams, *(Upstream(name, ()) for name in SERVICES if name not in known))
+
+
 def build(config: GatewayConfig) -> dict[str, dict[str, any_pb2.Any]]:
     """Every resource of one gateway, by type URL and name."""
     clusters: dict[str, any_pb2.Any] = {}
     endpoints: dict[str, any_pb2.Any] = {}
-    for upstream in config.upstreams:
+    for upstream in with_every_service(config.upstreams):
         name = service_cluster(upstream.name)
         clusters[name] = grpc_service_cluster(upstream.name)
         endpoints[name] = load_assignment(name, upstream.addresses)
@@ -396,7 +426,7 @@ def build(config: GatewayConfig) -> dict[str, dict[str, any_pb2.Any]]:
                 config.access_log_path,
             )
         },
-        ROUTE: {ROUTE_NAME: route_configuration(config.upstreams, config.routes)},
+        ROUTE: {ROUTE_NAME: route_configuration(with_every_service(config.upstreams), config.routes)},
     }
 
 

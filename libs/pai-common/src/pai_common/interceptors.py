@@ -47,6 +47,9 @@ PUBLIC_SERVICES = frozenset(
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "grpc.reflection.v1.ServerReflection",
+        # Envoy's ext_authz calls carry the caller's credential inside the request; the answer
+        # is the same decision Authorize (public too) gives.
+        "envoy.service.auth.v3.Authorization",
     }
 )
 _PUBLIC_RULE = annotations_pb2.AuthzRule(scope=annotations_pb2.AuthzRule.PUBLIC)

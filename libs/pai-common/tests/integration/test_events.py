@@ -184,7 +184,9 @@ async def test_failing_handler_is_retried_then_dead_lettered(
     assert "cannot handle this" in msg.headers["pai-error"] and msg.headers["ce-id"] == "bad-1"
 
 
-async def test_undecodable_event_is_dead_lettered_not_fatal(tmp_path: pathlib.Path, nats_server: NatsServer) -> None:
+async def test_undecodable_event_is_dead_lettered_not_fatal(
+    tmp_path: pathlib.Path, nats_server: NatsServer
+) -> None:
     meta = db.metadata()
     tables = events.event_tables(meta)
     engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bad.db'}")

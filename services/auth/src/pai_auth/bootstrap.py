@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import nats
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 from nats.aio.client import Client as NATS
 
 from pai.auth.v1 import (
@@ -18,6 +19,7 @@ from pai.auth.v1 import (
     workspace_pb2_grpc,
 )
 from pai_auth.api.caller import LocalAuthorizer
+from pai_auth.api.ext_authz import EnvoyAuthorizationServicer
 from pai_auth.api.servicers import (
     AuditServicer,
     AuthorizationServicer,
@@ -116,6 +118,11 @@ async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator
                     "pai.auth.v1.AuditService",
                     AuditServicer(audit),
                     audit_pb2_grpc.add_AuditServiceServicer_to_server,
+                ),
+                Servicer(
+                    "envoy.service.auth.v3.Authorization",
+                    EnvoyAuthorizationServicer(access),
+                    external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
                 ),
             ],
             domain=DOMAIN,
