@@ -78,6 +78,12 @@ async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator
         uow = UnitOfWorkFactory(engine, relay.notify)
 
         access = AccessUseCases(uow, settings.data_dir / "signing.kek")
+
+        def committed() -> None:  # every committed change carries events
+            relay.notify()
+            access.forget()
+
+        uow.on_commit = committed
         await access.load_keys()
         admin_key = await bootstrap(uow, bootstrap_key)
 

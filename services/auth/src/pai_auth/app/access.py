@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN_TTL = 300
 MAX_TOKEN_TTL = 3600
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)  # at most one last-used write per key a minute
+RECENT_SECONDS = 5.0  # how long a checked API key is trusted without looking again
+TOKEN_REUSE_SECONDS = 60.0  # a minted token is handed out again while it is this fresh
 KEY_REFRESH_SECONDS = 30.0  # how stale another replica's rotation may look when signing
 UNKNOWN_KID_REFRESH_SECONDS = 5.0  # unknown key ids reload at most this often (no DoS by garbage kids)
 
@@ -79,6 +81,11 @@ class AccessUseCases:
         self._public: dict[str, Ed25519PublicKey] = {}
         self._retired: dict[str, dt.datetime | None] = {}
         self._loaded_at = 0.0
+        # Successful key checks and minted tokens, remembered briefly: a gateway in front of a
+        # busy endpoint asks about the same key many times a second. Any committed change in
+        # this process forgets them at once; other replicas see changes within RECENT_SECONDS.
+        self._recent: dict[str, tuple[float, Principal]] = {}
+        self._tokens: dict[tuple[str, bool, tuple[tuple[str, str], ...]], tuple[str, dt.datetime]] = {}
 
     # signing keys ----------------------------------------------------------------
     async def load_keys(self) -> None:
@@ -176,6 +183,10 @@ class AccessUseCases:
         prefix = keys.parse(credential)
         if prefix is None:
             raise Denied("CREDENTIAL_INVALID", "the credential is not a pai API key or token")
+        digest = keys.digest(credential)
+        hit = self._recent.get(digest)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
         now = utcnow()
         async with self._uow() as uow:
             key = await uow.repo.api_key_by_prefix(prefix)
@@ -188,7 +199,18 @@ class AccessUseCases:
             if key.last_used_time is None or now - key.last_used_time > LAST_USED_RESOLUTION:
                 await uow.repo.touch_api_key(key.uid, now)
                 await uow.commit()
+        until = time.monotonic() + RECENT_SECONDS
+        if key.expire_time is not None:
+            until = min(until, time.monotonic() + (key.expire_time - now).total_seconds())
+        if len(self._recent) > 10_000:
+            self._recent.clear()
+        self._recent[digest] = (until, principal)
         return principal
+
+    def forget(self) -> None:
+        """Drop remembered authentications and tokens: something about principals changed."""
+        self._recent.clear()
+        self._tokens.clear()
 
     async def _from_token(self, token: str) -> Principal:
         """The principal a token names. Its claims hold until it expires (at most MAX_TOKEN_TTL)."""
@@ -246,7 +268,17 @@ class AccessUseCases:
             # A token is forwarded as it is, never renewed: revoking the key behind it, or
             # disabling its user, takes effect when it expires.
             return Grant(principal, credential, _expiry(credential))
+        cache_key = (principal.name, principal.platform_admin, tuple(sorted(principal.roles.items())))
+        cached = self._tokens.get(cache_key)
+        if (
+            cached is not None
+            and (cached[1] - utcnow()).total_seconds() > DEFAULT_TOKEN_TTL - TOKEN_REUSE_SECONDS
+        ):
+            return Grant(principal, cached[0], cached[1])
         token, expires = await self.issue_token(principal)
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[cache_key] = (token, expires)
         return Grant(principal, token, expires)
 
 
