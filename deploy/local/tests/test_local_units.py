@@ -24,9 +24,9 @@ KEY = "pai_abcdEFGH_" + "A" * 43
 NO_FILE = {"PAI_CONFIG": os.devnull}
 
 
-def test_defaults_start_auth_only_under_dot_pai() -> None:
+def test_defaults_start_auth_and_the_gateway_under_dot_pai() -> None:
     settings = Settings.from_env(NO_FILE)
-    assert settings.services == ("auth",)
+    assert settings.services == ("auth", "gateway", "envoy")
     assert settings.home.name == ".pai"
     assert settings.nats_url is None
     assert (settings.start_timeout, settings.stop_timeout) == (60.0, 10.0)
@@ -41,8 +41,11 @@ def test_the_service_table_has_every_service_on_its_port() -> None:
         "eas": 50054,
         "dsw": 50055,
         "lineage": 50056,
+        "gateway": 50060,
+        "envoy": 8080,
     }
     assert SERVICES["auth"].module == "pai_auth"
+    assert SERVICES["envoy"].probe == "http:/healthz" and SERVICES["gateway"].probe == "grpc"
 
 
 def test_services_come_from_the_env_auth_first_without_duplicates() -> None:

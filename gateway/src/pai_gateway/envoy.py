@@ -136,3 +136,23 @@ class EnvoyProcess:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
+
+
+def main() -> None:
+    """`python -m pai_gateway.envoy`: write the bootstrap and become Envoy (same pid, for the supervisor)."""
+    home = pathlib.Path(os.environ.get("PAI_HOME") or "~/.pai").expanduser()
+    workdir = home / "gateway" / "envoy"
+    workdir.mkdir(parents=True, exist_ok=True)
+    xds = os.environ.get("PAI_GATEWAY_ENDPOINT", "127.0.0.1:50060")
+    admin_port = int(os.environ.get("PAI_ENVOY_ADMIN_PORT", "9901"))
+    config = workdir / "envoy-bootstrap.json"
+    config.write_text(
+        json.dumps(bootstrap(os.environ.get("PAI_ENVOY_NODE_ID", "pai-gateway"), xds, admin_port), indent=2)
+    )
+    level = os.environ.get("PAI_ENVOY_LOG_LEVEL", "warning")
+    argv = [binary(), "-c", str(config), "--disable-hot-restart", "--log-level", level]
+    os.execv(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()

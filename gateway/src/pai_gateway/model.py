@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SERVICES = ("auth", "scheduler", "dlc", "eas", "dsw", "lineage")
+SERVICES = ("auth", "scheduler", "dlc", "eas", "dsw", "lineage", "gateway")
 
 
 class InvalidRoute(ValueError):

@@ -37,6 +37,7 @@ class Component:
     pid: int | None = None
     status: str = UNREACHABLE
     detail: str = ""
+    probe: str = "grpc"  # or "http:<path>", as the stack file says
 
 
 def register(subparsers: Subparsers) -> None:
@@ -88,6 +89,7 @@ def from_stack_file(path: Path) -> tuple[list[Component], list[str]]:
                 address=str(entry["address"]),
                 restarts=_int_or_none(entry.get("restarts")),
                 pid=_int_or_none(entry.get("pid")),
+                probe=str(entry.get("probe") or "grpc"),
             )
             for name, entry in services.items()
         ]
@@ -128,8 +130,29 @@ def check(component: Component) -> None:
     """Fill in the component's status: NATS by its protocol, everything else by gRPC health."""
     if component.name == "nats" or component.address.startswith(("nats://", "tls://")):
         check_nats(component)
+    elif component.probe.startswith("http:"):
+        check_http(component)
     else:
         check_grpc(component)
+
+
+def check_http(component: Component) -> None:
+    """An HTTP readiness path (Envoy's /healthz): 200 is SERVING."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{component.address}{component.probe.removeprefix('http:')}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    try:
+        with opener.open(url, timeout=CHECK_TIMEOUT_SECONDS) as response:
+            ok = response.status == 200
+    except urllib.error.HTTPError as error:
+        component.status, component.detail = NOT_SERVING, f"HTTP {error.code}"
+        return
+    except (OSError, ValueError) as error:
+        component.status, component.detail = UNREACHABLE, str(error)
+        return
+    component.status = SERVING if ok else NOT_SERVING
 
 
 def check_grpc(component: Component) -> None:

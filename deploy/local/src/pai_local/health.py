@@ -37,7 +37,8 @@ async def http_ok(url: str, deadline: float = 1.0) -> bool:
     except (OSError, TimeoutError):
         return False
     try:
-        writer.write(f"GET /{path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n".encode())
+        # HTTP/1.1: Envoy refuses HTTP/1.0 by default (426).
+        writer.write(f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n".encode())
         status = await asyncio.wait_for(reader.readline(), deadline)
     except (OSError, TimeoutError):
         return False

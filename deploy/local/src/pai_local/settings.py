@@ -17,6 +17,7 @@ class ServiceSpec:
 
     module: str
     default_port: int  # 0: any free port
+    probe: str = "grpc"  # "grpc" (the health service) or "http:<path>" (GET answers 200)
 
 
 # Every service the stack knows how to run; `PAI_SERVICES` picks which of them start.
@@ -27,10 +28,14 @@ SERVICES: Mapping[str, ServiceSpec] = {
     "eas": ServiceSpec(module="pai_eas", default_port=50054),
     "dsw": ServiceSpec(module="pai_dsw", default_port=50055),
     "lineage": ServiceSpec(module="pai_lineage", default_port=50056),
+    # The gateway: the xDS control plane, and Envoy as its own process so that it keeps serving
+    # while the control plane restarts. Envoy is ready once the control plane configured /healthz.
+    "gateway": ServiceSpec(module="pai_gateway", default_port=50060),
+    "envoy": ServiceSpec(module="pai_gateway.envoy", default_port=8080, probe="http:/healthz"),
 }
 
 # Only what is implemented starts by default; auth first, since every other service asks it.
-DEFAULT_SERVICES: tuple[str, ...] = ("auth",)
+DEFAULT_SERVICES: tuple[str, ...] = ("auth", "gateway", "envoy")
 AUTH = "auth"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -8,7 +8,7 @@ import importlib.util
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -18,7 +18,7 @@ from pai_local import banner, stack_file
 from pai_local.children import OutputSink
 from pai_local.console import Console
 from pai_local.credentials import Bootstrap, prepare_credentials
-from pai_local.health import grpc_serving
+from pai_local.health import grpc_serving, http_ok
 from pai_local.nats import EmbeddedNats, NatsNotFound
 from pai_local.ports import (
     LOOPBACK,
@@ -45,6 +45,7 @@ class ServicePlan:
 
     name: str
     module: str
+    probe: str
     listen: str  # what the service binds
     address: str  # what clients dial
     log: Path
@@ -160,7 +161,7 @@ class Stack:
                 raise StartupError(f"{listen_var(name)}: {error}") from None
             taken.add(split_address(listen)[1])
             log = self.settings.log_dir / f"{name}.log"
-            yield name, ServicePlan(name, spec.module, listen, address, log)
+            yield name, ServicePlan(name, spec.module, spec.probe, listen, address, log)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -226,7 +227,7 @@ class Stack:
             argv=[sys.executable, "-m", plan.module],
             env=self._service_env(plan),
             sink=OutputSink(plan.log, echo=lambda text: self.console.line(plan.name, text)),
-            probe=lambda: grpc_serving(plan.address),
+            probe=_probe(plan),
             start_timeout=self.settings.start_timeout,
             stop_timeout=self.settings.stop_timeout,
             describe_ready=f" at {plan.address}",
@@ -302,6 +303,7 @@ class Stack:
         services = {
             name: {
                 "address": plan.address,
+                "probe": plan.probe,
                 "pid": self._services[name].pid if name in self._services else None,
                 "restarts": self._services[name].restarts if name in self._services else 0,
                 "state": str(self._services[name].state) if name in self._services else "pending",
@@ -330,3 +332,11 @@ def _port_in_use(plan: ServicePlan) -> str | None:
     except OSError:  # a host name we cannot bind to here: let the service say what is wrong
         return None
     return None if free else f"{plan.listen} is in use by another process; {plan.name} cannot listen there"
+
+
+def _probe(plan: ServicePlan) -> Callable[[], Awaitable[bool]]:
+    """The readiness check a service declares: the gRPC health service, or an HTTP path."""
+    if plan.probe.startswith("http:"):
+        url = f"http://{plan.address}{plan.probe.removeprefix('http:')}"
+        return lambda: http_ok(url)
+    return lambda: grpc_serving(plan.address)

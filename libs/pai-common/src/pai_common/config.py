@@ -21,6 +21,7 @@ DEFAULT_PORTS = {
     "eas": 50054,
     "dsw": 50055,
     "lineage": 50056,
+    "gateway": 50060,
 }
 
 

@@ -50,6 +50,9 @@ PUBLIC_SERVICES = frozenset(
         # Envoy's ext_authz calls carry the caller's credential inside the request; the answer
         # is the same decision Authorize (public too) gives.
         "envoy.service.auth.v3.Authorization",
+        # Envoy fetches its configuration without a credential; the control plane listens on
+        # loopback (or a private network) only.
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
     }
 )
 _PUBLIC_RULE = annotations_pb2.AuthzRule(scope=annotations_pb2.AuthzRule.PUBLIC)

@@ -318,10 +318,18 @@ async def test_raw_header_map_is_read(auth: tuple[AuthApp, str], check: Any) -> 
 
 
 async def test_every_pai_method_is_checkable(auth: tuple[AuthApp, str], check: Any) -> None:
-    """Each RPC of the six services has a rule and a parsable empty request; an admin passes all."""
+    """Each RPC of every pai API has a rule and a parsable empty request; an admin passes all."""
     _, admin_key = auth
     methods = load_methods()
-    assert {path.split(".")[1] for path in methods} == {"auth", "scheduler", "dlc", "eas", "dsw", "lineage"}
+    assert {path.split(".")[1] for path in methods} == {
+        "auth",
+        "scheduler",
+        "dlc",
+        "eas",
+        "dsw",
+        "lineage",
+        "gateway",
+    }
     for path, route in methods.items():
         assert route.rule is not None and route.rule.scope != 0, path
         assert route.request_type is not None
