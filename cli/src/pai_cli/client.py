@@ -15,6 +15,7 @@ from pai.auth.v1 import (
     identity_pb2_grpc,
     workspace_pb2_grpc,
 )
+from pai.gateway.v1 import gateway_pb2_grpc
 from pai_cli.errors import from_rpc_error
 
 T = TypeVar("T")
@@ -52,6 +53,7 @@ class Client:
             authorization_pb2_grpc.AuthorizationServiceStub(self._channel)
         )
         self.audit: audit_pb2_grpc.AuditServiceStub = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self.gateway: gateway_pb2_grpc.GatewayServiceStub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel."""

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pai_cli.commands import account, audit, keys, status, users, workspaces
+from pai_cli.commands import account, audit, gateway, keys, status, users, workspaces
 from pai_cli.commands.common import Context, Handler, global_options
 from pai_cli.errors import EXIT_FAILURE, CliError
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.register(subparsers)
     keys.register(subparsers)
     audit.register(subparsers)
+    gateway.register(subparsers)
     return parser
 
 
