@@ -514,7 +514,7 @@ def table(result: dict[str, Any]) -> str:
         f"{result['requests']} timed requests after {result['warmup']} warm-up, "
         f"concurrency {result['concurrency']}.",
         "",
-        f"{'':42} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6}"
+        f"{'':45} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6}"
         f"   CPU % of a core: {'client':>6} {'upstream':>8} {'envoy':>5} {'auth+xds':>8}",
     ]
     t = result["traffic"]
@@ -522,14 +522,14 @@ def table(result: dict[str, Any]) -> str:
         r = t[name]
         bound = "*" if r["cpu_client"] >= 90 else " "
         lines.append(
-            f"{r['label']:41}{bound} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} {r['p99_ms']:>7.2f}"
+            f"{r['label']:44}{bound} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} {r['p99_ms']:>7.2f}"
             f" {r['max_ms']:>7.1f} {r['errors']:>6}   {'':16} {r['cpu_client']:>6} "
             f"{r.get('cpu_upstream', '-'):>8} {r.get('cpu_envoy', '-'):>5} {r.get('cpu_main', '-'):>8}"
         )
         if name in ("http_envoy", "grpc_envoy"):
             d = t[name.replace("envoy", "direct")]
             lines.append(
-                f"{'  via Envoy / direct':42} {r['rps'] / d['rps']:>7.2f}x {r['p50_ms'] / d['p50_ms']:>6.2f}x"
+                f"{'  via Envoy / direct':45} {r['rps'] / d['rps']:>7.2f}x {r['p50_ms'] / d['p50_ms']:>6.2f}x"
                 f" {r['p90_ms'] / d['p90_ms']:>6.2f}x {r['p99_ms'] / d['p99_ms']:>6.2f}x"
             )
     if any(r["cpu_client"] >= 90 for r in t.values()):

@@ -172,3 +172,37 @@ async def test_rejected_updates_leave_the_last_good_config_serving(gateway: Gate
         fixed = dataclasses.replace(bad, routes=(good,))
         version = gateway.plane.control.force(fixed)
         assert await gateway.plane.ads.wait_applied(version, 10)  # a good change after a NACK applies
+
+
+async def test_notebook_route_upgrades_websockets(gateway: Gateway) -> None:
+    with standins(("nb", "a")) as ups:
+        ((address, _),) = ups
+        notebook = EndpointRoute(
+            "dsw",
+            "nb-1",
+            (Revision("nb", 100, (address,)),),
+            resource="workspaces/default/notebooks/nb-1",
+            websocket=True,
+        )
+        await apply(gateway, notebook)
+        headers = {"authorization": f"Bearer {gateway.admin_key}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(
+                f"{gateway.url}/dsw/nb-1/api/kernels/k/channels", headers=headers
+            ) as ws:
+                await ws.send_str("hello")
+                assert (await ws.receive(timeout=5)).data == "nb:hello"
+            async with http.get(f"{gateway.url}/dsw/nb-1/lab") as resp:
+                assert resp.status == 401  # only callers allowed on the notebook get in
+
+
+async def test_envoy_accepts_tracing_to_the_services_collector(gateway: Gateway) -> None:
+    import dataclasses
+
+    from pai_common.testing import free_port
+
+    traced = dataclasses.replace(gateway.plane.control.config, otlp_endpoint=f"127.0.0.1:{free_port()}")
+    version = gateway.plane.control.force(traced)
+    assert await gateway.plane.ads.wait_applied(version, 10)  # ACKed: Envoy took the tracer config
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/healthz") as resp:
+        assert resp.status == 200

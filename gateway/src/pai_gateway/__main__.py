@@ -44,6 +44,14 @@ def upstreams(settings: config.Settings) -> tuple[Upstream, ...]:
     return tuple(found)
 
 
+def otlp_address(settings: config.Settings) -> str:
+    """host:port of the OTLP/gRPC collector the services export to, for Envoy's tracer too."""
+    if settings.otel_exporter != "otlp":
+        return ""
+    endpoint = settings.otel_endpoint or "127.0.0.1:4317"
+    return endpoint.split("://", 1)[-1].rstrip("/")
+
+
 async def run() -> None:
     settings = config.load("gateway")
     telemetry.setup_logging("gateway", settings.log_level, settings.log_format)
@@ -61,6 +69,7 @@ async def run() -> None:
         descriptor_set=descriptors,
         grpc_services=pai_services(descriptors),
         access_log_path=str(settings.get("access_log", settings.home / "logs" / "envoy-access.log")),
+        otlp_endpoint=otlp_address(settings),
     )
     ads = AggregatedDiscovery()
     control = ControlPlane(gateway_config, ads)

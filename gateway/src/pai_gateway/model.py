@@ -83,3 +83,4 @@ class GatewayConfig:
     descriptor_set: bytes = b""
     grpc_services: tuple[str, ...] = ()  # full names the transcoder serves as HTTP/JSON
     access_log_path: str = "/dev/stdout"
+    otlp_endpoint: str = ""  # host:port of an OTLP/gRPC collector: Envoy's spans go where the services' go

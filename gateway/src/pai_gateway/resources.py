@@ -6,6 +6,7 @@ one revision rebuilds only the resources that depend on it.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 from envoy.config.accesslog.v3 import accesslog_pb2
@@ -42,6 +43,7 @@ ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 LISTENER_NAME = "pai_public"
+OTEL_CLUSTER = "otel_collector"
 ROUTE_NAME = "pai_routes"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 REVISION_HEADER = "x-pai-revision"
@@ -102,6 +104,20 @@ def grpc_service_cluster(name: str) -> any_pb2.Any:
         ],
     )
     return _pack(cluster)
+
+
+@lru_cache(maxsize=1)
+def collector_cluster() -> any_pb2.Any:
+    """The OTLP/gRPC collector Envoy exports its spans to."""
+    return _pack(
+        cluster_pb2.Cluster(
+            name=OTEL_CLUSTER,
+            type=cluster_pb2.Cluster.EDS,
+            eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS),
+            connect_timeout=_seconds(1),
+            typed_extension_protocol_options=_protocol_options(http2=True),
+        )
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -368,7 +384,27 @@ def listener(config: GatewayConfig) -> any_pb2.Any:
     filters.append(
         hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))
     )
+    tracing = None
+    if config.otlp_endpoint:
+        from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2
+        from envoy.type.v3 import percent_pb2
+
+        otel = opentelemetry_pb2.OpenTelemetryConfig(
+            grpc_service=grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=OTEL_CLUSTER),
+                timeout=_seconds(1),
+            ),
+            service_name="pai-gateway",
+        )
+        tracing = hcm_pb2.HttpConnectionManager.Tracing(
+            provider=http_tracer_pb2.Tracing.Http(
+                name="envoy.tracers.opentelemetry", typed_config=_pack(otel)
+            ),
+            random_sampling=percent_pb2.Percent(value=100.0),
+            spawn_upstream_span=wrappers_pb2.BoolValue(value=True),
+        )
     manager = hcm_pb2.HttpConnectionManager(
+        tracing=tracing,
         stat_prefix="pai",
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=ADS, route_config_name=ROUTE_NAME),
@@ -414,32 +450,19 @@ def build(config: GatewayConfig) -> dict[str, dict[str, any_pb2.Any]]:
             name = revision_cluster(route, revision)
             clusters[name] = revision_cluster_resource(name, revision.health_path, False)
             endpoints[name] = load_assignment(name, revision.addresses)
+    if config.otlp_endpoint:
+        clusters[OTEL_CLUSTER] = collector_cluster()
+        endpoints[OTEL_CLUSTER] = load_assignment(OTEL_CLUSTER, (config.otlp_endpoint,))
     return {
         CLUSTER: clusters,
         ENDPOINT: endpoints,
-        LISTENER: {
-            LISTENER_NAME: _listener_cached(
-                config.listen_host,
-                config.listen_port,
-                config.descriptor_set,
-                config.grpc_services,
-                config.access_log_path,
-            )
-        },
+        # Keyed on the listener's own fields only: a route or upstream change does not rebuild it.
+        LISTENER: {LISTENER_NAME: _listener_cached(dataclasses.replace(config, upstreams=(), routes=()))},
         ROUTE: {ROUTE_NAME: route_configuration(with_every_service(config.upstreams), config.routes)},
     }
 
 
 @lru_cache(maxsize=16)
-def _listener_cached(
-    host: str, port: int, descriptor_set: bytes, services: tuple[str, ...], log_path: str
-) -> any_pb2.Any:
-    return listener(
-        GatewayConfig(
-            listen_host=host,
-            listen_port=port,
-            descriptor_set=descriptor_set,
-            grpc_services=services,
-            access_log_path=log_path,
-        )
-    )
+def _listener_cached(config: GatewayConfig) -> any_pb2.Any:
+    """The listener depends only on the listener fields; routes and upstreams do not rebuild it."""
+    return listener(config)
