@@ -448,6 +448,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     for short in [t.rsplit(".", 1)[1]]
                 },
             }
+            # What Envoy spends with nothing to route: active health checks of every revision host.
+            envoy_pid = envoy.proc.pid if envoy.proc else None
+            c0, w0 = cpu_seconds(envoy_pid), time.perf_counter()
+            await asyncio.sleep(2)
+            row["envoy_idle_cpu"] = round(100 * (cpu_seconds(envoy_pid) - c0) / (time.perf_counter() - w0))
             if profiling:
                 profiler = cProfile.Profile()
                 profiler.enable()
@@ -543,7 +548,7 @@ def table(result: dict[str, Any]) -> str:
         f"(median / max of {result['repeats']}; 'cp' = set_route + flush, i.e. build + snapshot)",
         "",
         f"{'clusters':>8} {'(total)':>7} {'routes':>6} {'initial: publish':>16} {'CDS ack':>7}"
-        f" {'EDS ack':>7} {'RDS ack':>7} {'applied':>7}"
+        f" {'EDS ack':>7} {'RDS ack':>7} {'applied':>7} {'idle%':>5}"
         f" | {'weights: cp':>11} {'median':>7} {'max':>7} | {'address: cp':>11} {'median':>7} {'max':>7}",
     ]
     for x in result["xds"]:
@@ -552,11 +557,13 @@ def table(result: dict[str, Any]) -> str:
             f"{x['clusters']:>8} {x['clusters_total']:>7} {x['routes']:>6}"
             f" {x['initial_publish_ms']:>16.0f} {acks.get('Cluster', nan):>7.0f}"
             f" {acks.get('ClusterLoadAssignment', nan):>7.0f} {acks.get('RouteConfiguration', nan):>7.0f}"
-            f" {x['initial_applied_ms']:>7.0f}"
+            f" {x['initial_applied_ms']:>7.0f} {x['envoy_idle_cpu']:>5}"
             f" | {w['control_plane_median_ms']:>11.1f} {w['applied_median_ms']:>7.1f} {w['applied_max_ms']:>7.1f}"
             f" | {a['control_plane_median_ms']:>11.1f} {a['applied_median_ms']:>7.1f} {a['applied_max_ms']:>7.1f}"
         )
-    lines.append("(all xDS times in ms)")
+    lines.append(
+        "(times in ms from the publish; idle% = Envoy's CPU, % of a core, with that many clusters and no traffic)"
+    )
     if "profile_initial" in result:
         lines += ["", "Profile of the initial snapshot at the largest size:", result["profile_initial"]]
     if "profile_changes" in result:
