@@ -36,14 +36,20 @@ class Snapshot:
     items: dict[str, dict[str, tuple[str, any_pb2.Any]]]
 
     @staticmethod
-    def of(version: int, built: Resources) -> Snapshot:
-        items = {
-            t: {
-                name: (hashlib.sha256(res.SerializeToString()).hexdigest()[:16], res)
-                for name, res in named.items()
-            }
-            for t, named in built.items()
-        }
+    def of(version: int, built: Resources, previous: Snapshot | None = None) -> Snapshot:
+        """Version each resource by a digest of its bytes; an unchanged (same, cached) resource
+        object keeps its previous digest without being serialized again."""
+        items: dict[str, dict[str, tuple[str, any_pb2.Any]]] = {}
+        for t, named in built.items():
+            before = previous.items.get(t, {}) if previous is not None else {}
+            out = {}
+            for name, res in named.items():
+                old = before.get(name)
+                if old is not None and old[1] is res:
+                    out[name] = old
+                else:
+                    out[name] = (hashlib.sha256(res.SerializeToString()).hexdigest()[:16], res)
+            items[t] = out
         return Snapshot(version, items)
 
 
@@ -90,7 +96,7 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
 
     def publish(self, built: Resources) -> int:
         """Install a new snapshot and wake every stream; returns its version."""
-        self.snapshot = Snapshot.of(self.snapshot.version + 1, built)
+        self.snapshot = Snapshot.of(self.snapshot.version + 1, built, self.snapshot)
         for queue in self._wakeups:
             queue.put_nowait(None)
         return self.snapshot.version

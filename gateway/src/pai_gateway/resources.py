@@ -7,7 +7,9 @@ one revision rebuilds only the resources that depend on it.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
+from typing import Any, TypeVar, cast
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -83,7 +85,36 @@ def _protocol_options(http2: bool) -> dict[str, any_pb2.Any]:
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _pack(options)}
 
 
-@lru_cache(maxsize=4096)
+V = TypeVar("V")
+
+
+class _Memo:
+    """Built resources by name, rebuilt only when their inputs change. Unbounded by count (an
+    LRU of fixed size falls off a cliff once there are more clusters than it holds); names gone
+    from the configuration are dropped after each build."""
+
+    def __init__(self) -> None:
+        self._items: dict[object, tuple[object, Any]] = {}
+
+    def get(self, name: object, key: object, make: Callable[[], V]) -> V:
+        hit = self._items.get(name)
+        if hit is not None and hit[0] == key:
+            return cast(V, hit[1])
+        value = make()
+        self._items[name] = (key, value)
+        return value
+
+    def keep_only(self, names: set[object]) -> None:
+        for name in [n for n in self._items if n not in names]:
+            del self._items[name]
+
+
+_CLUSTERS = _Memo()
+_ENDPOINTS = _Memo()
+_ROUTES = _Memo()
+_TABLE = _Memo()
+
+
 def grpc_service_cluster(name: str) -> any_pb2.Any:
     """A pai service: HTTP/2 upstream, gRPC health checks, endpoints over EDS."""
     cluster = cluster_pb2.Cluster(
@@ -120,7 +151,6 @@ def collector_cluster() -> any_pb2.Any:
     )
 
 
-@lru_cache(maxsize=4096)
 def revision_cluster_resource(name: str, health_path: str, http2: bool) -> any_pb2.Any:
     """A serving revision: least-request inside it, active health checks, outlier ejection,
     and circuit breakers, so one dead replica is taken out of rotation within a second."""
@@ -170,7 +200,6 @@ def _address(host_port: str) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=int(port)))
 
 
-@lru_cache(maxsize=4096)
 def load_assignment(cluster: str, addresses: tuple[str, ...]) -> any_pb2.Any:
     """The endpoints of one cluster."""
     endpoints = [
@@ -277,7 +306,25 @@ def _previous_hosts() -> object:
     return previous_hosts_pb2.PreviousHostsPredicate()
 
 
+def routing_key(route: EndpointRoute) -> tuple[object, ...]:
+    """What a route's entries depend on: not its replica addresses (those live in EDS)."""
+    return (
+        route.kind,
+        route.name,
+        route.resource,
+        route.required_permission,
+        route.websocket,
+        tuple((r.name, r.weight) for r in route.revisions),
+    )
+
+
 def route_configuration(upstreams: tuple[Upstream, ...], routes: tuple[EndpointRoute, ...]) -> any_pb2.Any:
+    """The route table, rebuilt only when routing changes (an address change leaves it alone)."""
+    key = (tuple(u.name for u in upstreams), tuple(routing_key(r) for r in routes))
+    return _TABLE.get(ROUTE_NAME, key, partial(_route_configuration, upstreams, routes))
+
+
+def _route_configuration(upstreams: tuple[Upstream, ...], routes: tuple[EndpointRoute, ...]) -> any_pb2.Any:
     """The one route table: health, gRPC by package prefix, endpoint routes, then a JSON 404."""
     table = [
         route_components_pb2.Route(
@@ -301,7 +348,9 @@ def route_configuration(upstreams: tuple[Upstream, ...], routes: tuple[EndpointR
             )
         )
     for route in routes:
-        table.extend(_endpoint_routes(route))
+        table.extend(
+            _ROUTES.get((route.kind, route.name), routing_key(route), partial(_endpoint_routes, route))
+        )
     table.append(
         route_components_pb2.Route(
             name="not-found",
@@ -443,16 +492,27 @@ def build(config: GatewayConfig) -> dict[str, dict[str, any_pb2.Any]]:
     endpoints: dict[str, any_pb2.Any] = {}
     for upstream in with_every_service(config.upstreams):
         name = service_cluster(upstream.name)
-        clusters[name] = grpc_service_cluster(upstream.name)
-        endpoints[name] = load_assignment(name, upstream.addresses)
+        clusters[name] = _CLUSTERS.get(name, (), partial(grpc_service_cluster, upstream.name))
+        endpoints[name] = _ENDPOINTS.get(
+            name, upstream.addresses, partial(load_assignment, name, upstream.addresses)
+        )
     for route in config.routes:
         for revision in route.revisions:
             name = revision_cluster(route, revision)
-            clusters[name] = revision_cluster_resource(name, revision.health_path, False)
-            endpoints[name] = load_assignment(name, revision.addresses)
+            clusters[name] = _CLUSTERS.get(
+                name,
+                revision.health_path,
+                partial(revision_cluster_resource, name, revision.health_path, False),
+            )
+            endpoints[name] = _ENDPOINTS.get(
+                name, revision.addresses, partial(load_assignment, name, revision.addresses)
+            )
     if config.otlp_endpoint:
         clusters[OTEL_CLUSTER] = collector_cluster()
         endpoints[OTEL_CLUSTER] = load_assignment(OTEL_CLUSTER, (config.otlp_endpoint,))
+    _CLUSTERS.keep_only(set(clusters))
+    _ENDPOINTS.keep_only(set(endpoints))
+    _ROUTES.keep_only({(r.kind, r.name) for r in config.routes})
     return {
         CLUSTER: clusters,
         ENDPOINT: endpoints,

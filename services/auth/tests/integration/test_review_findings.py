@@ -214,3 +214,24 @@ async def test_platform_calls_are_audited_with_their_resource(admin: Client) -> 
     ).audit_entries
     resources = {(e.method.rsplit("/", 1)[1], e.resource) for e in entries}
     assert ("CreateUser", "users/audited") in resources and ("DisableUser", "users/audited") in resources
+
+
+async def test_concurrent_checks_of_one_key_share_one_lookup(auth: tuple[AuthApp, str]) -> None:
+    app, admin_key = auth
+    calls = 0
+    real = app.access._lookup_key
+
+    async def counted(*args: object) -> object:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)  # a slow database
+        return await real(*args)  # type: ignore[arg-type]
+
+    app.access.forget()
+    app.access._lookup_key = counted  # type: ignore[method-assign]
+    principals = await asyncio.gather(*(app.access.authenticate(admin_key) for _ in range(20)))
+    assert calls == 1 and {p.name for p in principals} == {"users/admin"}
+    bad = await asyncio.gather(
+        *(app.access.authenticate("pai_zzzzzzzz_" + "q" * 43) for _ in range(5)), return_exceptions=True
+    )
+    assert calls == 2 and all(type(b).__name__ == "Denied" for b in bad)

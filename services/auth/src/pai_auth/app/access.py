@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -85,6 +86,7 @@ class AccessUseCases:
         # busy endpoint asks about the same key many times a second. Any committed change in
         # this process forgets them at once; other replicas see changes within RECENT_SECONDS.
         self._recent: dict[str, tuple[float, Principal]] = {}
+        self._lookups: dict[str, asyncio.Future[Principal]] = {}
         self._tokens: dict[tuple[str, bool, tuple[tuple[str, str], ...]], tuple[str, dt.datetime]] = {}
 
     # signing keys ----------------------------------------------------------------
@@ -187,6 +189,29 @@ class AccessUseCases:
         hit = self._recent.get(digest)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        # One lookup per key at a time: when a remembered check expires under load, every
+        # concurrent request for that key waits for the same lookup instead of stampeding SQLite.
+        running = self._lookups.get(digest)
+        if running is not None:
+            return await asyncio.shield(running)
+        lookup = asyncio.get_running_loop().create_future()
+        self._lookups[digest] = lookup
+        try:
+            principal = await self._lookup_key(credential, prefix, digest)
+        except asyncio.CancelledError:
+            lookup.cancel()
+            raise
+        except Exception as error:
+            lookup.set_exception(error)
+            lookup.exception()  # retrieved here; waiters re-raise it themselves
+            raise
+        else:
+            lookup.set_result(principal)
+            return principal
+        finally:
+            del self._lookups[digest]
+
+    async def _lookup_key(self, credential: str, prefix: str, digest: str) -> Principal:
         now = utcnow()
         async with self._uow() as uow:
             key = await uow.repo.api_key_by_prefix(prefix)
