@@ -14,10 +14,11 @@ import os
 import sys
 
 import grpc
+import nats
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from pai.gateway.v1 import gateway_pb2_grpc
-from pai_common import config, telemetry
+from pai_common import config, events, telemetry
 from pai_common.grpc_client import channel
 from pai_common.grpc_server import GrpcServer, Servicer, stop_event
 from pai_common.remote_auth import RemoteAuthorizer
@@ -26,6 +27,7 @@ from pai_gateway.api import GatewayServicer
 from pai_gateway.app import descriptor_set, pai_services
 from pai_gateway.control import ControlPlane
 from pai_gateway.model import SERVICES, GatewayConfig, Upstream
+from pai_gateway.projection import RouteProjection, follow
 from pai_gateway.store import RouteStore
 
 log = logging.getLogger("pai_gateway")
@@ -92,6 +94,10 @@ async def run() -> None:
         authorizer=RemoteAuthorizer(auth_channel),
     )
     await control.start()
+    nc = await nats.connect(settings.nats_url, name="pai-gateway", max_reconnect_attempts=-1)
+    js = nc.jetstream()
+    await events.ensure_stream(js)
+    await follow(js, RouteProjection(control))  # routes from eas and dsw facts, replayed from the start
     await server.start()
     print(f"pai gateway: control plane on {server.address}, Envoy listener {public}", flush=True)
     try:
@@ -99,6 +105,7 @@ async def run() -> None:
     finally:
         await server.stop()
         await control.stop()
+        await nc.close()
         await auth_channel.close()
 
 

@@ -39,6 +39,7 @@ class EndpointRoute:
     resource: str = ""  # the owning resource, e.g. workspaces/w/services/s: who may call is decided on it
     permission: str = ""  # e.g. eas.services.predict; the default follows the kind
     websocket: bool = False
+    owner: str = ""  # when set (notebooks), only this principal (or a platform admin) gets in
 
     @property
     def required_permission(self) -> str:

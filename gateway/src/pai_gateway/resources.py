@@ -229,7 +229,8 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
     """Pinned routes first (`x-pai-revision: <name>`), then the weighted split."""
     routes = []
     action = dict(
-        prefix_rewrite="/",
+        # Model servers see their own paths; a notebook's server lives under its access path.
+        prefix_rewrite="/" if route.kind == "predict" else "",
         timeout=_seconds(0),  # streaming responses and long inferences are not cut off
         retry_policy=route_components_pb2.RetryPolicy(
             retry_on="connect-failure,refused-stream,reset",
@@ -251,6 +252,7 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
                     context_extensions={
                         "pai.permission": route.required_permission,
                         "pai.resource": route.resource,
+                        **({"pai.owner": route.owner} if route.owner else {}),
                     }
                 )
             )
@@ -314,6 +316,7 @@ def routing_key(route: EndpointRoute) -> tuple[object, ...]:
         route.resource,
         route.required_permission,
         route.websocket,
+        route.owner,
         tuple((r.name, r.weight) for r in route.revisions),
     )
 

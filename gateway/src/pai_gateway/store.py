@@ -21,6 +21,7 @@ def _route_to_json(route: EndpointRoute) -> dict[str, Any]:
         "resource": route.resource,
         "permission": route.permission,
         "websocket": route.websocket,
+        "owner": route.owner,
         "revisions": [
             {"name": r.name, "weight": r.weight, "addresses": list(r.addresses), "health_path": r.health_path}
             for r in route.revisions
@@ -35,6 +36,7 @@ def _route_from_json(data: dict[str, Any]) -> EndpointRoute:
         resource=data.get("resource", ""),
         permission=data.get("permission", ""),
         websocket=bool(data.get("websocket", False)),
+        owner=data.get("owner", ""),
         revisions=tuple(
             Revision(
                 r["name"], int(r["weight"]), tuple(r["addresses"]), r.get("health_path", "/v2/health/ready")

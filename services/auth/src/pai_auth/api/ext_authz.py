@@ -97,6 +97,7 @@ def load_methods() -> dict[str, MethodRoute]:
 # ext_authz context extensions, set by the gateway control plane from the owning resource.
 ENDPOINT_PERMISSION = "pai.permission"
 ENDPOINT_RESOURCE = "pai.resource"
+ENDPOINT_OWNER = "pai.owner"  # notebooks: only their owner (or a platform admin) gets in
 
 
 def endpoint_rule(extensions: Mapping[str, str]) -> Rule | None:
@@ -315,6 +316,14 @@ class EnvoyAuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer): 
             )
         except Denied as denied:
             raise _from_denied(denied) from denied
+        owner = extensions.get(ENDPOINT_OWNER, "") if endpoint is not None else ""
+        if owner and grant.principal.name != owner and not grant.principal.platform_admin:
+            raise Rejection(
+                http_status_pb2.Forbidden,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "NOT_OWNER",
+                f"only {owner} may open this endpoint",
+            )
         log.debug("ext_authz allowed %s for %s", path, grant.principal.name)
         if exchange:
             return _allowed({"x-pai-principal": grant.principal.name}, ())
