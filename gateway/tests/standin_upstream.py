@@ -38,7 +38,7 @@ def main() -> None:
             }
         )
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/v2/health/ready", ready)
     app.router.add_route("*", "/{tail:.*}", answer)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)

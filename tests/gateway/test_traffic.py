@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import os
 import signal
 from dataclasses import dataclass, field
@@ -206,3 +207,61 @@ async def test_envoy_accepts_tracing_to_the_services_collector(gateway: Gateway)
     assert await gateway.plane.ads.wait_applied(version, 10)  # ACKed: Envoy took the tracer config
     async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/healthz") as resp:
         assert resp.status == 200
+
+
+async def test_a_refused_cluster_is_not_retried_and_routes_do_not_name_it(gateway: Gateway) -> None:
+    import dataclasses
+
+    with standins(("r1", "a"), ("r2", "a")) as ups:
+        (a1, _), (a2, _) = ups
+        await apply(gateway, route(Revision("r1", 100, (a1,))))
+        # An empty health-check path passes our model but not Envoy's validation of clusters.
+        bad = route(Revision("r1", 50, (a1,)), Revision("r2", 50, (a2,), health_path=""))
+        version = gateway.plane.control.force(
+            dataclasses.replace(gateway.plane.control.config, routes=(bad,))
+        )
+        assert not await gateway.plane.ads.wait_applied(version, 3)
+        node = next(iter(gateway.plane.ads.nodes.values()))
+        assert node.types[resources.CLUSTER].nacked_version == str(version)
+        refused = dict(gateway.plane.ads.rejected)
+        assert (resources.CLUSTER, "ep_predict_qa_r2") in refused
+        still = Tally()
+        await load(gateway, still, 300)
+        assert not still.failures and still.revisions == collections.Counter({"r1": 300})  # old routes kept
+
+        # Another publish does not send the refused cluster again.
+        again = gateway.plane.control.force(dataclasses.replace(gateway.plane.control.config, routes=(bad,)))
+        assert not await gateway.plane.ads.wait_applied(again, 2)
+        assert node.types[resources.CLUSTER].nacked_version == str(version)  # no new NACK: not resent
+
+        # Fixing the cluster gives it a new version, which is applied with the routes that need it.
+        good = route(Revision("r1", 50, (a1,)), Revision("r2", 50, (a2,)))
+        await apply(gateway, good)
+        split = Tally()
+        await load(gateway, split, 600)
+        assert not split.failures and set(split.revisions) == {"r1", "r2"}
+
+
+async def test_big_bodies_unknown_pins_and_bad_addresses(gateway: Gateway) -> None:
+    with standins(("r1", "a")) as ups:
+        ((a1, _),) = ups
+        await apply(gateway, route(Revision("r1", 100, (a1,))))
+        headers = {"authorization": f"Bearer {gateway.admin_key}"}
+        async with aiohttp.ClientSession() as http:
+            body = b"x" * (3 << 20)  # 3 MiB of inference input: not buffered for the auth check
+            async with http.post(
+                f"{gateway.url}/api/predict/qa/v2/models/m/infer", data=io.BytesIO(body), headers=headers
+            ) as resp:
+                assert resp.status == 200 and (await resp.json())["bytes"] == len(body)
+            async with http.get(
+                f"{gateway.url}/api/predict/qa/x", headers={**headers, "x-pai-revision": "nope"}
+            ) as resp:
+                assert resp.status == 404 and (await resp.json())["code"] == 5
+            async with http.get(
+                f"{gateway.url}/api/predict/qa/x", headers={**headers, "x_pai_principal": "users/root"}
+            ) as resp:
+                assert resp.status == 400  # underscore twins of our headers are refused
+        with pytest.raises(InvalidRoute, match="ip:port"):
+            gateway.plane.control.set_route(route(Revision("r1", 100, ("nohost",))))
+        # The control plane keeps publishing after a refused change.
+        await apply(gateway, route(Revision("r1", 100, (a1,)), Revision("r2", 0, (a1,))))

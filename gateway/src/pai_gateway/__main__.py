@@ -97,7 +97,15 @@ async def run() -> None:
     nc = await nats.connect(settings.nats_url, name="pai-gateway", max_reconnect_attempts=-1)
     js = nc.jetstream()
     await events.ensure_stream(js)
-    await follow(js, RouteProjection(control))  # routes from eas and dsw facts, replayed from the start
+    # Routes from eas and dsw facts, replayed from the start; Envoy is served only once the
+    # replay has caught up, so it never sees a state from halfway through the history.
+    caught_up = asyncio.Event()
+    await follow(js, RouteProjection(control), caught_up=caught_up)
+    try:
+        await asyncio.wait_for(caught_up.wait(), 60)
+    except TimeoutError:
+        log.warning("the event replay has not caught up after 60 s; serving what is known")
+    await control.flush()
     await server.start()
     print(f"pai gateway: control plane on {server.address}, Envoy listener {public}", flush=True)
     try:

@@ -80,8 +80,8 @@ class _Stream:
     subscribed: dict[str, set[str]] = field(default_factory=dict)  # explicit names per type
     wildcard: set[str] = field(default_factory=set)
     sent: dict[str, dict[str, str]] = field(default_factory=lambda: {t: {} for t in r.TYPES})
-    pending: dict[str, tuple[str, int]] = field(default_factory=dict)  # type -> (nonce, snapshot version)
-    blocked: int = -1  # a snapshot version Envoy NACKed: later phases wait for the next one
+    # type -> (nonce, snapshot version, {name: version Envoy held before, or None})
+    pending: dict[str, tuple[str, int, dict[str, str | None]]] = field(default_factory=dict)
 
 
 class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -91,6 +91,9 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
         self.snapshot = Snapshot(0, {t: {} for t in r.TYPES})
         self.nodes: dict[str, NodeStatus] = {}
         self.rejections: list[str] = []  # control-plane validation refusals, newest last
+        # Resource versions some Envoy refused: never sent again (no retry loop); a later
+        # change of the resource gives it a new version, which is tried.
+        self.rejected: dict[tuple[str, str], str] = {}
         self._wakeups: set[asyncio.Queue[Any]] = set()
         self._acked = asyncio.Condition()
 
@@ -186,7 +189,18 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
             status.nacked_version = str(pending[1])
             status.nack_message = request.error_detail.message
             status.nacked_at = now
-            stream.blocked = pending[1]
+            for name, before in pending[2].items():
+                sent_version = stream.sent[t].get(name)
+                if sent_version is not None:
+                    self.rejected[(t, name)] = sent_version
+                # Envoy still holds what it had before: remember that, not what it refused.
+                if before is None:
+                    stream.sent[t].pop(name, None)
+                else:
+                    stream.sent[t][name] = before
+            self.rejected = {
+                k: v for k, v in self.rejected.items() if k[1] in self.snapshot.items.get(k[0], {})
+            }
             log.error(
                 "envoy %s rejected %s version %s: %s",
                 stream.node.node_id,
@@ -210,12 +224,18 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
         current = snapshot.items.get(t, {})
         sent = stream.sent[t]
         out = discovery_pb2.DeltaDiscoveryResponse(type_url=t, system_version_info=str(snapshot.version))
+        before: dict[str, str | None] = {}
         if upserts:
             for name, (version, resource) in current.items():
-                if self._wants(stream, t, name) and sent.get(name) != version:
+                if (
+                    self._wants(stream, t, name)
+                    and sent.get(name) != version
+                    and self.rejected.get((t, name)) != version
+                ):
                     out.resources.append(
                         discovery_pb2.Resource(name=name, version=version, resource=resource)
                     )
+                    before[name] = sent.get(name)
                     sent[name] = version
         if removals:
             for name in [n for n in sent if n not in current]:
@@ -224,24 +244,29 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
         if not out.resources and not out.removed_resources:
             return None
         out.nonce = uuid.uuid4().hex
-        stream.pending[t] = (out.nonce, snapshot.version)
+        stream.pending[t] = (out.nonce, snapshot.version, before)
         return out
+
+    def _refused_now(self, types: tuple[str, ...]) -> bool:
+        """Whether the current snapshot holds a resource of these types that Envoy refused."""
+        return any(
+            self.rejected.get((t, name)) == version
+            for t in types
+            for name, (version, _) in self.snapshot.items.get(t, {}).items()
+        )
 
     def _next(self, stream: _Stream) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         """The responses allowed now, in make-before-break order."""
         out = self._phases(stream)
-        if (
-            not out
-            and not stream.pending
-            and stream.blocked != self.snapshot.version
-            and self._holds_all(stream)
-        ):
+        if not out and not stream.pending and self._holds_all(stream):
             stream.node.synced_version = self.snapshot.version
             self._notify()
         return out
 
     def _holds_all(self, stream: _Stream) -> bool:
         """Whether Envoy has ACKed every resource of the snapshot at its current version."""
+        if self._refused_now(r.TYPES):
+            return False
         return all(
             stream.sent[t].get(name) == version
             for t, named in self.snapshot.items.items()
@@ -263,8 +288,10 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
             return out
         if cds := self._delta(stream, r.CLUSTER, True, False):
             return [*out, cds]  # new clusters must be ACKed before routes may name them
-        if stream.blocked == self.snapshot.version:
-            return out  # Envoy refused part of this snapshot: keep its last good routes
+        if self._refused_now((r.CLUSTER, r.ENDPOINT)) and stream.sent[r.ROUTE]:
+            # A refused cluster must not be named by new routes: an Envoy with a last good
+            # route table keeps it. A fresh Envoy gets the rest, which beats serving nothing.
+            return out
         for t in (r.LISTENER, r.ROUTE):
             if t not in stream.pending and (resp := self._delta(stream, t, True, True)):
                 out.append(resp)

@@ -87,6 +87,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._control = control
         self._store = store
         self._updated: dict[tuple[str, str], float] = {}
+        # Routes declared through this API (kept on disk); routes from events are not saved, they
+        # are rebuilt from the stream.
+        self._declared = {(r.kind, r.name) for r in (store.load() if store is not None else ())}
 
     def _find(self, name: str) -> EndpointRoute:
         kind, ident = parse_name(name)
@@ -97,7 +100,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def _save(self) -> None:
         if self._store is not None:
-            self._store.save(self._control.config.routes)
+            self._store.save(
+                tuple(r for r in self._control.config.routes if (r.kind, r.name) in self._declared)
+            )
 
     async def GetGatewayStatus(self, request: Any, context: Any) -> gateway_pb2.GatewayStatus:
         ads = self._control.ads
@@ -185,6 +190,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 "INVALID_ROUTE", str(exc), violations=[FieldViolation("endpoint_route", str(exc))]
             ) from exc
         self._updated[(kind, ident)] = time.time()
+        self._declared.add((kind, ident))
         self._save()
         return to_proto(route, self._updated[(kind, ident)])
 
@@ -193,5 +199,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if request.etag and request.etag != etag(route):
             raise Aborted("ETAG_MISMATCH", "the route changed since it was read", current=etag(route))
         self._control.remove_route(route.kind, route.name)
+        self._declared.discard((route.kind, route.name))
         self._save()
         return empty_pb2.Empty()

@@ -82,4 +82,7 @@ class ControlPlane:
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self._debounce)  # a burst of changes becomes one snapshot
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # the loop must outlive any one bad change
+                log.exception("building the snapshot failed; keeping the last one")

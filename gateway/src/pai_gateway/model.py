@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 SERVICES = ("auth", "scheduler", "dlc", "eas", "dsw", "lineage", "gateway")
@@ -9,6 +10,18 @@ SERVICES = ("auth", "scheduler", "dlc", "eas", "dsw", "lineage", "gateway")
 
 class InvalidRoute(ValueError):
     """A route the control plane refuses before Envoy ever sees it."""
+
+
+def check_address(address: str, where: str) -> None:
+    """Replica addresses are `ip:port` (Envoy's endpoints take IP literals, not host names)."""
+    host, sep, port = address.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        valid = bool(sep) and 0 < int(port) < 65536
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidRoute(f"{where}: replica address {address!r} is not ip:port")
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,8 @@ class EndpointRoute:
                 raise InvalidRoute(f"{self.name}/{r.name}: weight must not be negative")
             if not r.addresses:
                 raise InvalidRoute(f"{self.name}/{r.name}: a revision needs at least one replica")
+            for address in r.addresses:
+                check_address(address, f"{self.name}/{r.name}")
         if sum(r.weight for r in self.revisions) <= 0:
             raise InvalidRoute(f"{self.name}: weights add up to 0; at least one revision must get traffic")
 

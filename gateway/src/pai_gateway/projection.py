@@ -10,7 +10,9 @@ is routed at its `access_path`; any other state removes the route), `NotebookDel
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -70,7 +72,8 @@ class RouteProjection:
             self._route(service)
         elif isinstance(message, eas_events.ServiceDeleted):
             self._services.pop(message.service.name, None)
-            self._control.remove_route("predict", _last(message.service.name))
+            if self._owner_of("predict", _last(message.service.name)) == message.service.name:
+                self._control.remove_route("predict", _last(message.service.name))
         elif isinstance(message, dsw_events.NotebookStateChanged):
             self._notebook(message.notebook)
         elif isinstance(message, dsw_events.NotebookDeleted):
@@ -84,6 +87,11 @@ class RouteProjection:
             if svc.replicas.get(rev)
         )
         route = EndpointRoute("predict", _last(service), revisions, resource=service)
+        owner = self._owner_of("predict", route.name)
+        if owner not in ("", service):
+            # `/api/predict/{id}` is one namespace for every workspace: the first service keeps it.
+            log.error("%s cannot take /api/predict/%s/: %s already serves there", service, route.name, owner)
+            return
         try:
             route.validate()
         except InvalidRoute:
@@ -92,12 +100,19 @@ class RouteProjection:
             return
         self._control.set_route(route)
 
+    def _owner_of(self, kind: str, name: str) -> str:
+        """The resource that currently owns a route name, or ''."""
+        for r in self._control.config.routes:
+            if (r.kind, r.name) == (kind, name):
+                return r.resource
+        return ""
+
     def _notebook(self, notebook: notebook_pb2.Notebook) -> None:
         uid = notebook.uid
         if notebook.state != notebook_pb2.Notebook.RUNNING or not notebook.internal_endpoint:
             self._control.remove_route("dsw", uid)
             return
-        base = notebook.access_path or f"/dsw/{uid}/"
+        base = f"/dsw/{uid}/"  # the route's own prefix; the server serves under it
         self._control.set_route(
             EndpointRoute(
                 "dsw",
@@ -110,8 +125,14 @@ class RouteProjection:
         )
 
 
-async def follow(js: object, projection: RouteProjection, stream: str = "PAI") -> list[object]:
-    """Replay, then follow, eas and dsw facts; returns the subscriptions (unsubscribe to stop)."""
+async def follow(
+    js: object, projection: RouteProjection, stream: str = "PAI", caught_up: asyncio.Event | None = None
+) -> list[object]:
+    """Replay, then follow, eas and dsw facts; returns the subscriptions (unsubscribe to stop).
+
+    `caught_up` is set once the history that existed at the start has been applied, so a
+    restarted control plane serves Envoy the routes history implies, not a state from halfway.
+    """
     from nats.aio.msg import Msg
     from nats.js.api import DeliverPolicy
     from nats.js.client import JetStreamContext
@@ -120,17 +141,39 @@ async def follow(js: object, projection: RouteProjection, stream: str = "PAI") -
 
     assert isinstance(js, JetStreamContext)
 
-    async def handle(msg: Msg) -> None:
-        try:
-            event = decode(msg)
-            if event.message is not None:
-                projection.apply(event.message)
-        except Exception:
-            log.exception("could not apply the event on %s", msg.subject)
+    behind: set[str] = set()
 
-    return [
-        await js.subscribe(
-            subject, stream=stream, cb=handle, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    def check(subject: str, pending: int) -> None:
+        if pending == 0:
+            behind.discard(subject)
+        if caught_up is not None and not behind:
+            caught_up.set()
+
+    def handler(subject: str) -> Callable[[Msg], Awaitable[None]]:
+        async def handle(msg: Msg) -> None:
+            try:
+                event = decode(msg)
+                if event.message is not None:
+                    projection.apply(event.message)
+            except Exception:
+                log.exception("could not apply the event on %s", msg.subject)
+            check(subject, msg.metadata.num_pending)
+
+        return handle
+
+    subs: list[object] = []
+    for subject in SUBJECTS:
+        info = await js.stream_info(stream, subjects_filter=subject)
+        if info.state.subjects:  # something to replay on this subject
+            behind.add(subject)
+        subs.append(
+            await js.subscribe(
+                subject,
+                stream=stream,
+                cb=handler(subject),
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
         )
-        for subject in SUBJECTS
-    ]
+    check("", 1)
+    return subs

@@ -57,7 +57,8 @@ ADS = config_source_pb2.ConfigSource(
 
 def _pack(message: object) -> any_pb2.Any:
     out = any_pb2.Any()
-    out.Pack(message)  # type: ignore[arg-type]
+    # Deterministic bytes: map order must not change a resource's digest across restarts.
+    out.Pack(message, deterministic=True)  # type: ignore[arg-type]
     return out
 
 
@@ -163,15 +164,17 @@ def revision_cluster_resource(name: str, health_path: str, http2: bool) -> any_p
         typed_extension_protocol_options=_protocol_options(http2=http2),
         health_checks=[
             health_check_pb2.HealthCheck(
-                timeout=_seconds(0.5),
+                timeout=_seconds(1),
                 interval=_seconds(1),
-                unhealthy_threshold=wrappers_pb2.UInt32Value(value=1),
+                # Two misses, not one: a busy single-threaded model server must not flap.
+                unhealthy_threshold=wrappers_pb2.UInt32Value(value=2),
                 healthy_threshold=wrappers_pb2.UInt32Value(value=1),
                 http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path=health_path),
             )
         ],
         outlier_detection=outlier_detection_pb2.OutlierDetection(
-            consecutive_5xx=wrappers_pb2.UInt32Value(value=3),
+            # 5xx can be one caller's bad input: only a run of them ejects a replica.
+            consecutive_5xx=wrappers_pb2.UInt32Value(value=10),
             consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=1),
             enforcing_consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=100),
             consecutive_local_origin_failure=wrappers_pb2.UInt32Value(value=1),
@@ -179,7 +182,7 @@ def revision_cluster_resource(name: str, health_path: str, http2: bool) -> any_p
             split_external_local_origin_errors=True,
             interval=_seconds(0.5),
             base_ejection_time=_seconds(10),
-            max_ejection_percent=wrappers_pb2.UInt32Value(value=100),
+            max_ejection_percent=wrappers_pb2.UInt32Value(value=50),
         ),
         circuit_breakers=circuit_breaker_pb2.CircuitBreakers(
             thresholds=[
@@ -214,6 +217,12 @@ def load_assignment(cluster: str, addresses: tuple[str, ...]) -> any_pb2.Any:
     )
 
 
+_JSON = base_pb2.HeaderValueOption(
+    header=base_pb2.HeaderValue(key="content-type", value="application/json"),
+    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+)
+
+
 def _disable_authz() -> dict[str, any_pb2.Any]:
     return {EXT_AUTHZ: _pack(ext_authz_pb2.ExtAuthzPerRoute(disabled=True))}
 
@@ -233,7 +242,11 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
         prefix_rewrite="/" if route.kind == "predict" else "",
         timeout=_seconds(0),  # streaming responses and long inferences are not cut off
         retry_policy=route_components_pb2.RetryPolicy(
-            retry_on="connect-failure,refused-stream,reset",
+            # Model inference is a pure function of its inputs, so a request cut off by a dying
+            # replica is retried on another; notebook calls (code execution) only when nothing
+            # reached the server.
+            retry_on="connect-failure,refused-stream,"
+            + ("reset" if route.kind == "predict" else "reset-before-request"),
             num_retries=wrappers_pb2.UInt32Value(value=2),
             retry_host_predicate=[
                 route_components_pb2.RetryPolicy.RetryHostPredicate(
@@ -249,11 +262,13 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
         EXT_AUTHZ: _pack(
             ext_authz_pb2.ExtAuthzPerRoute(
                 check_settings=ext_authz_pb2.CheckSettings(
+                    # The decision needs no body: inference inputs and uploads are not buffered.
+                    disable_request_body_buffering=True,
                     context_extensions={
                         "pai.permission": route.required_permission,
                         "pai.resource": route.resource,
                         **({"pai.owner": route.owner} if route.owner else {}),
-                    }
+                    },
                 )
             )
         )
@@ -280,6 +295,19 @@ def _endpoint_routes(route: EndpointRoute) -> list[route_components_pb2.Route]:
                 typed_per_filter_config=authz,
             )
         )
+    # A pin to a revision this endpoint does not have is an error, not a silent split.
+    routes.append(
+        route_components_pb2.Route(
+            name=f"{route.kind}/{route.name}/unknown-revision",
+            match=route_components_pb2.RouteMatch(
+                prefix=route.prefix,
+                headers=[route_components_pb2.HeaderMatcher(name=REVISION_HEADER, present_match=True)],
+            ),
+            direct_response=_json_reply(404, 5, f"no such revision of {route.name}"),
+            typed_per_filter_config=_disable_authz(),
+            response_headers_to_add=[_JSON],
+        )
+    )
     weighted = [
         route_components_pb2.WeightedCluster.ClusterWeight(
             name=revision_cluster(route, r), weight=wrappers_pb2.UInt32Value(value=r.weight)
@@ -360,12 +388,7 @@ def _route_configuration(upstreams: tuple[Upstream, ...], routes: tuple[Endpoint
             match=route_components_pb2.RouteMatch(prefix="/"),
             direct_response=_json_reply(404, 5, "no such route"),
             typed_per_filter_config=_disable_authz(),
-            response_headers_to_add=[
-                base_pb2.HeaderValueOption(
-                    header=base_pb2.HeaderValue(key="content-type", value="application/json"),
-                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-                )
-            ],
+            response_headers_to_add=[_JSON],
         )
     )
     config = route_pb2.RouteConfiguration(
@@ -464,6 +487,14 @@ def listener(config: GatewayConfig) -> any_pb2.Any:
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
         access_log=[_access_log(config.access_log_path)],
         stream_idle_timeout=_seconds(300),
+        # Clients cannot smuggle identity: no underscore twins of our headers, the peer address
+        # is Envoy's own view, and paths are normalised before they are matched and authorized.
+        common_http_protocol_options=protocol_pb2.HttpProtocolOptions(
+            headers_with_underscores_action=protocol_pb2.HttpProtocolOptions.REJECT_REQUEST
+        ),
+        use_remote_address=wrappers_pb2.BoolValue(value=True),
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        merge_slashes=True,
     )
     return _pack(
         listener_pb2.Listener(

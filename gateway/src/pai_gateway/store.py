@@ -7,11 +7,14 @@ events are rebuilt from the event stream instead; this holds what came through t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 from typing import Any
 
-from pai_gateway.model import EndpointRoute, Revision
+from pai_gateway.model import EndpointRoute, InvalidRoute, Revision
+
+log = logging.getLogger(__name__)
 
 
 def _route_to_json(route: EndpointRoute) -> dict[str, Any]:
@@ -57,7 +60,16 @@ class RouteStore:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return ()
-        return tuple(_route_from_json(item) for item in data.get("routes", []))
+        routes = []
+        for item in data.get("routes", []):
+            try:
+                route = _route_from_json(item)
+                route.validate()
+            except (InvalidRoute, KeyError, TypeError, ValueError) as exc:
+                log.error("ignoring a stored route that is no longer valid: %s", exc)
+                continue
+            routes.append(route)
+        return tuple(routes)
 
     def save(self, routes: tuple[EndpointRoute, ...]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
