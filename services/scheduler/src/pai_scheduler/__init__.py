@@ -1,0 +1,1 @@
+"""pai scheduler: decides where workloads run; it never runs anything."""

@@ -1,0 +1,1 @@
+"""Plain-Python domain of the scheduler: resources, filters, fragmentation and placement."""

@@ -1,0 +1,92 @@
+"""GPU fragmentation as in FGD (Weng et al., "Beware of Fragmentation", USENIX ATC'23).
+
+From the point of view of one pod shape m, the free GPU milli of a node is *fragmented* unless m could
+go there: if m does not fit at all (no accessible card model, not enough CPU, not enough cards with
+room), every free milli of the node is a fragment; if it fits, the free milli of the cards that cannot
+take m's per-card request (or have a model m may not use) is a fragment. A pod without GPUs sees every
+free GPU milli as a fragment. The node's expected fragmentation is the frequency-weighted sum over the
+*typical* pod shapes: the most frequent (cpu, gpu_milli, num_gpu, models) shapes covering >= 95 % of
+the pods. FGD places a pod where that expectation grows least.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pai_scheduler.domain.resources import Card, PodRequest
+
+
+@dataclass(frozen=True, slots=True)
+class TypicalShape:
+    cpu_milli: int
+    num_gpu: int
+    gpu_milli: int
+    gpu_models: frozenset[str]
+    weight: float  # frequency among all pods
+
+    def allows(self, model: str) -> bool:
+        return not self.gpu_models or model in self.gpu_models
+
+
+def typical_shapes(pods: Iterable[PodRequest], coverage: float = 0.95) -> tuple[TypicalShape, ...]:
+    """The most frequent shapes (ties broken by the shape itself) until they cover `coverage` of pods."""
+    counts = Counter((p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_models) for p in pods)
+    total = sum(counts.values())
+    if total == 0:
+        return ()
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][:3], sorted(kv[0][3])))
+    shapes: list[TypicalShape] = []
+    covered = 0
+    for (cpu, num_gpu, gpu_milli, models), n in ordered:
+        shapes.append(TypicalShape(cpu, num_gpu, gpu_milli, models, n / total))
+        covered += n
+        if covered >= coverage * total:
+            break
+    return tuple(shapes)
+
+
+def shape_fragmentation(cpu_free: int, cards: tuple[Card, ...], shape: TypicalShape) -> int:
+    """Free GPU milli of a node (free CPU `cpu_free`, `cards`) that `shape` could not use."""
+    total = 0
+    for _, free in cards:
+        total += free
+    if shape.num_gpu == 0 or cpu_free < shape.cpu_milli:
+        return total
+    fit = 0
+    for model, free in cards:
+        if free >= shape.gpu_milli and shape.allows(model):
+            fit += 1
+    if fit < shape.num_gpu:
+        return total
+    frag = 0
+    for model, free in cards:
+        if free < shape.gpu_milli or not shape.allows(model):
+            frag += free
+    return frag
+
+
+class Fragmentation:
+    """Expected fragmentation of node states against typical shapes, memoised by state."""
+
+    def __init__(self, shapes: tuple[TypicalShape, ...]) -> None:
+        self.shapes = shapes
+        self._memo: dict[tuple[int, tuple[Card, ...]], float] = {}
+
+    def __call__(self, cpu_free: int, cards: tuple[Card, ...]) -> float:
+        key = (cpu_free, cards)
+        value = self._memo.get(key)
+        if value is None:
+            value = 0.0
+            for shape in self.shapes:
+                value += shape.weight * shape_fragmentation(cpu_free, cards, shape)
+            self._memo[key] = value
+        return value
+
+
+def fgd_integer_score(before: float, after: float) -> int:
+    """The FGD simulator's node score: sigmoid of the fragmentation decrease (in GPUs), × 100, truncated."""
+    x = (before - after) / 1000.0
+    return int(100.0 / (1.0 + math.exp(-x)))

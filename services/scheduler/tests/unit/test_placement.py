@@ -1,0 +1,240 @@
+"""Unit tests of the pure placement engine: filters, policies, tie-breaking."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pai_scheduler.domain.fragmentation import (
+    Fragmentation,
+    TypicalShape,
+    fgd_integer_score,
+    shape_fragmentation,
+    typical_shapes,
+)
+from pai_scheduler.domain.placement import BestFit, Fgd, FragmentationAware, Placer, make_policy
+from pai_scheduler.domain.resources import Node, PlacementError, PodRequest, card_choices
+
+ANY: frozenset[str] = frozenset()
+
+
+def pod(
+    name: str = "p", cpu: int = 1000, mem: int = 1024, gpus: int = 0, milli: int = 0, models: str = ""
+) -> PodRequest:
+    return PodRequest(
+        name, cpu, mem, gpus, milli if gpus else 0, frozenset(m for m in models.split("|") if m)
+    )
+
+
+def node(name: str, gpus: int = 1, model: str = "T4", cpu: int = 16000, mem: int = 65536) -> Node:
+    return Node.uniform(name, cpu, mem, gpus, model)
+
+
+def used(n: Node) -> list[int]:
+    return [1000 - f for f in n.gpu_free]
+
+
+# ---- filters -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "fgd", "frag"])
+def test_sharing_pod_needs_one_card_with_enough_free_milli(policy: str) -> None:
+    n = node("n", gpus=2)
+    n.gpu_free = [300, 300]  # 600 free in total, but no card has 500
+    placer = Placer([n], make_policy(policy, [pod(gpus=1, milli=500)]))
+    assert placer.place(pod("big", gpus=1, milli=500)) is None
+    assert n.gpu_free == [300, 300]
+    placed = placer.place(pod("small", gpus=1, milli=300))
+    assert placed is not None and n.gpu_free.count(0) == 1
+
+
+def test_an_0_8_pod_never_lands_on_a_card_with_0_3_free() -> None:
+    a, b = node("a"), node("b")
+    a.gpu_free = [300]
+    placer = Placer([a, b], BestFit())
+    placed = placer.place(pod("x", gpus=1, milli=800))
+    assert placed is not None and placed.node == "b" and a.gpu_free == [300]
+
+
+def test_ten_tenth_gpu_pods_share_one_card() -> None:
+    placer = Placer([node("a", gpus=1), node("b", gpus=1)], BestFit())
+    nodes = {placer.place(pod(f"p{i}", cpu=100, gpus=1, milli=100)).node for i in range(10)}  # type: ignore[union-attr]
+    assert len(nodes) == 1
+    assert sorted(sum(n.gpu_free) for n in placer.nodes) == [0, 1000]
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "fgd", "frag"])
+def test_k_gpu_pod_needs_k_free_cards_on_one_node(policy: str) -> None:
+    a, b = node("a", gpus=2), node("b", gpus=2)
+    a.gpu_free = [1000, 900]
+    b.gpu_free = [100, 1000]
+    placer = Placer([a, b], make_policy(policy, [pod(gpus=2, milli=1000)]))
+    # three whole cards are free across the cluster, but no node has two
+    assert placer.place(pod("two", gpus=2, milli=1000)) is None
+    assert (a.gpu_free, b.gpu_free) == ([1000, 900], [100, 1000])
+    c = node("c", gpus=4)
+    placer = Placer([a, b, c], make_policy(policy, [pod(gpus=2, milli=1000)]))
+    placed = placer.place(pod("two", gpus=2, milli=1000))
+    assert placed is not None and placed.node == "c" and len(placed.gpu_ids) == 2
+    assert sorted(c.gpu_free) == [0, 0, 1000, 1000]
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "fgd", "frag"])
+def test_gpu_model_constraint(policy: str) -> None:
+    t4, v100 = node("t4", model="T4"), node("v100", model="V100")
+    placer = Placer([t4, v100], make_policy(policy, [pod(gpus=1, milli=1000)]), seed=1)
+    for i in range(3):
+        placed = placer.place(pod(f"p{i}", gpus=1, milli=200, models="V100|A100"))
+        assert placed is not None and placed.node == "v100"
+    assert t4.gpu_free == [1000]
+    assert Placer([t4], BestFit()).place(pod(gpus=1, milli=200, models="A100")) is None
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "fgd", "frag"])
+def test_cpu_and_memory_must_fit(policy: str) -> None:
+    n = node("n", gpus=1, cpu=4000, mem=8192)
+    placer = Placer([n], make_policy(policy, [pod()]))
+    assert placer.place(pod("cpu", cpu=5000)) is None
+    assert placer.place(pod("mem", mem=9000, gpus=1, milli=100)) is None
+    assert placer.place(pod("ok", cpu=4000, mem=8192)) is not None
+    assert placer.place(pod("none-left", cpu=1, mem=1)) is None
+    assert (n.cpu_free, n.memory_free, n.gpu_free) == (0, 0, [1000])
+
+
+def test_node_allocate_is_all_or_nothing() -> None:
+    n = node("n", gpus=2)
+    n.gpu_free = [1000, 200]
+    with pytest.raises(PlacementError):
+        n.allocate(pod("two", gpus=2, milli=1000), (0, 1))  # card 1 cannot take it
+    assert (n.cpu_free, n.memory_free, n.gpu_free) == (16000, 65536, [1000, 200])
+
+
+def test_pod_request_validation() -> None:
+    with pytest.raises(PlacementError):
+        PodRequest("x", 1000, 1, 2, 500)  # multi-GPU pods take whole cards
+    with pytest.raises(PlacementError):
+        PodRequest("x", 1000, 1, 0, 500)
+
+
+def test_release_frees_resources() -> None:
+    placer = Placer([node("n")], BestFit())
+    p = pod(gpus=1, milli=600)
+    placed = placer.place(p)
+    assert placed is not None
+    assert placer.place(pod("q", gpus=1, milli=600)) is None
+    placer.release(p, placed)
+    assert placer.place(pod("q", gpus=1, milli=600)) is not None
+
+
+def test_card_choices_are_distinct_per_free_amount() -> None:
+    n = node("n", gpus=3)
+    n.gpu_free = [1000, 400, 1000]
+    state = n.state()  # cards sorted: (T4, 400), (T4, 1000), (T4, 1000)
+    assert card_choices(state, pod(gpus=1, milli=300).shape) == [(0,), (1,)]
+    assert card_choices(state, pod(gpus=2, milli=1000).shape) == [(1, 2)]
+    assert card_choices(state, pod(gpus=3, milli=1000).shape) == []
+
+
+# ---- tie-breaking ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "fgd", "frag"])
+def test_ties_go_to_the_first_node_of_the_seeded_permutation(policy: str) -> None:
+    names = [f"n{i:02d}" for i in range(20)]
+    for seed in (42, 43, 7):
+        nodes = [node(n) for n in reversed(names)]  # input order must not matter
+        order = sorted(names)
+        random.Random(seed).shuffle(order)
+        placer = Placer(nodes, make_policy(policy, [pod(gpus=1, milli=1000)]), seed=seed)
+        placed = placer.place(pod(gpus=1, milli=1000))
+        assert placed is not None and placed.node == order[0]
+        again = Placer([node(n) for n in names], make_policy(policy, [pod(gpus=1, milli=1000)]), seed=seed)
+        assert again.place(pod(gpus=1, milli=1000)) == placed
+
+
+# ---- scores on hand-computed examples ---------------------------------------------------------------
+
+HALF = TypicalShape(cpu_milli=1000, num_gpu=1, gpu_milli=500, gpu_models=ANY, weight=0.5)
+WHOLE = TypicalShape(cpu_milli=1000, num_gpu=1, gpu_milli=1000, gpu_models=ANY, weight=0.5)
+
+
+def test_shape_fragmentation_cases() -> None:
+    cards = (("T4", 300), ("T4", 1000))
+    assert shape_fragmentation(8000, cards, HALF) == 300  # fits: the 300 card is a fragment
+    assert shape_fragmentation(500, cards, HALF) == 1300  # lacks CPU: everything is a fragment
+    v100 = TypicalShape(1000, 1, 500, frozenset({"V100"}), 1.0)
+    assert shape_fragmentation(8000, cards, v100) == 1300  # no accessible card
+    cpu_only = TypicalShape(1000, 0, 0, ANY, 1.0)
+    assert shape_fragmentation(8000, cards, cpu_only) == 1300
+    two = TypicalShape(1000, 2, 1000, ANY, 1.0)
+    assert shape_fragmentation(8000, cards, two) == 1300  # only one whole card
+
+
+def test_fragmentation_score_on_a_tiny_example() -> None:
+    frag = Fragmentation((HALF, WHOLE))
+    # cards 1000 + 300: HALF sees 300, WHOLE sees 300 -> 0.5*300 + 0.5*300
+    assert frag(8000, (("T4", 300), ("T4", 1000))) == pytest.approx(300)
+    # a 200-milli pod on the 300 card leaves (100, 1000): 0.5*100 + 0.5*100 = 100, delta -200
+    # on the 1000 card it leaves (300, 800): HALF sees 300, WHOLE sees 1100 -> 700, delta +400
+    assert frag(7000, (("T4", 100), ("T4", 1000))) == pytest.approx(100)
+    assert frag(7000, (("T4", 300), ("T4", 800))) == pytest.approx(700)
+    assert fgd_integer_score(300, 100) == 54  # int(100 * sigmoid(0.2))
+    assert fgd_integer_score(300, 700) == 40  # int(100 * sigmoid(-0.4))
+
+    n = node("n", gpus=2, cpu=8000)
+    n.gpu_free = [1000, 300]
+    for policy in (FragmentationAware((HALF, WHOLE)), Fgd((HALF, WHOLE))):
+        decision = policy.score(n.state(), pod(cpu=1000, gpus=1, milli=200).shape)
+        assert decision is not None and decision[1] == (0,)  # the (T4, 300) card
+    placed = Placer([n], FragmentationAware((HALF, WHOLE))).place(pod(cpu=1000, gpus=1, milli=200))
+    assert placed is not None and placed.gpu_ids == (1,) and n.gpu_free == [1000, 100]
+
+
+def test_fragmentation_aware_prefers_the_node_whose_fragmentation_grows_least() -> None:
+    # a: one whole card; b: one card with 600 free. A 500 pod on a leaves 500 (WHOLE can no longer
+    # fit: +0.5*500 fragmented), on b leaves 100 (already unusable for WHOLE: 600 -> 100, HALF: 0 -> 100)
+    a, b = node("a", cpu=8000), node("b", cpu=8000)
+    b.gpu_free = [600]
+    frag = Fragmentation((HALF, WHOLE))
+    assert frag(8000, (("T4", 1000),)) == 0
+    assert frag(8000, (("T4", 600),)) == pytest.approx(0.5 * 600)
+    assert frag(7000, (("T4", 500),)) == pytest.approx(0.5 * 500)
+    assert frag(7000, (("T4", 100),)) == pytest.approx(100)
+    for seed in range(5):  # +250 on a, -200 on b: always b, whatever the node order
+        a, b = node("a", cpu=8000), node("b", cpu=8000)
+        b.gpu_free = [600]
+        placed = Placer([a, b], FragmentationAware((HALF, WHOLE)), seed=seed).place(pod(gpus=1, milli=500))
+        assert placed is not None and placed.node == "b"
+
+
+def test_best_fit_on_a_hand_computed_example() -> None:
+    # leftover = free cpu after / cpu capacity + free gpu after / gpu capacity
+    a = node("a", gpus=1, cpu=8000)  # (8000-4000)/8000 + (1000-300)/1000 = 1.2
+    b = node("b", gpus=2, cpu=16000)  # (16000-4000)/16000 + (1400-300)/2000 = 1.3
+    b.gpu_free = [1000, 400]
+    policy = BestFit()
+    p = pod(cpu=4000, gpus=1, milli=300)
+    score_a, score_b = policy.score(a.state(), p.shape), policy.score(b.state(), p.shape)
+    assert score_a is not None and score_a[0] == pytest.approx(1.2) and score_a[1] == (0,)
+    assert score_b is not None and score_b[0] == pytest.approx(1.3) and score_b[1] == (0,)  # the 400 card
+    placer = Placer([a, b], policy, seed=3)
+    assert placer.place(p) is not None and a.gpu_free == [700]
+    placed = placer.place(pod("q", cpu=4000, gpus=1, milli=300))
+    # a: 0 + 0.4 = 0.4; b: 0.75 + 0.55 = 1.3 -> a again
+    assert placed is not None and placed.node == "a" and a.gpu_free == [400]
+    placed = placer.place(pod("r", cpu=4000, gpus=1, milli=300))  # a is out of CPU; on b, the 400 card
+    assert placed is not None and placed.node == "b" and placed.gpu_ids == (1,) and b.gpu_free == [1000, 100]
+
+
+def test_typical_shapes_cover_95_percent() -> None:
+    pods = [pod(f"a{i}", gpus=1, milli=500) for i in range(90)]
+    pods += [pod(f"b{i}", gpus=1, milli=1000) for i in range(6)]
+    pods += [pod(f"c{i}", gpus=2, milli=1000) for i in range(4)]
+    shapes = typical_shapes(pods)
+    assert [(s.num_gpu, s.gpu_milli, s.weight) for s in shapes] == [(1, 500, 0.9), (1, 1000, 0.06)]
+
+
+def test_unknown_policy() -> None:
+    with pytest.raises(PlacementError):
+        make_policy("random")
