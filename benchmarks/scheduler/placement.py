@@ -14,7 +14,9 @@ Runs the scheduler's real placement code (`pai_scheduler.domain.placement`) in-p
 7. after every pod: allocated and arrived GPU milli; arrive% = round(arrived / GPUs / 10); the result is
    unallocated GPU % = 100 - mean allocated % of the events at arrive% = 100.
 
-Typical pod shapes (for the fragmentation policies) come from the original pod list.
+Typical pod shapes (for the fragmentation policies) come from the original pod list (not the tuned
+one), CPU-only pods included, weights renormalised over the chosen shapes; best-fit is the simulator's
+integer score over fixed constants (128 cores, 8 GPUs), as in the authors' simulator.
 
     .venv/bin/python benchmarks/scheduler/placement.py                  # default + every variant
     .venv/bin/python benchmarks/scheduler/placement.py --variants default,cpu050 --workers 2

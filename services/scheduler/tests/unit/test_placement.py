@@ -13,7 +13,14 @@ from pai_scheduler.domain.fragmentation import (
     shape_fragmentation,
     typical_shapes,
 )
-from pai_scheduler.domain.placement import BestFit, Fgd, FragmentationAware, Placer, make_policy
+from pai_scheduler.domain.placement import (
+    BestFit,
+    Fgd,
+    FragmentationAware,
+    Placer,
+    best_fit_integer_score,
+    make_policy,
+)
 from pai_scheduler.domain.resources import Node, PlacementError, PodRequest, card_choices
 
 ANY: frozenset[str] = frozenset()
@@ -209,22 +216,46 @@ def test_fragmentation_aware_prefers_the_node_whose_fragmentation_grows_least() 
 
 
 def test_best_fit_on_a_hand_computed_example() -> None:
-    # leftover = free cpu after / cpu capacity + free gpu after / gpu capacity
-    a = node("a", gpus=1, cpu=8000)  # (8000-4000)/8000 + (1000-300)/1000 = 1.2
-    b = node("b", gpus=2, cpu=16000)  # (16000-4000)/16000 + (1400-300)/2000 = 1.3
+    # score = int(100 * (1 - (0.5 * cpu left after / 128000 + 0.5 * gpu milli left after / 8000)))
+    a = node("a", gpus=1, cpu=8000)  # 0.5 * 4000/128000 + 0.5 * 700/8000 = 0.059375 -> 94
+    b = node("b", gpus=2, cpu=16000)  # 0.5 * 12000/128000 + 0.5 * 1100/8000 = 0.115625 -> 88
     b.gpu_free = [1000, 400]
     policy = BestFit()
     p = pod(cpu=4000, gpus=1, milli=300)
+    assert best_fit_integer_score(a.state(), p.shape) == 94
+    assert best_fit_integer_score(b.state(), p.shape) == 88
     score_a, score_b = policy.score(a.state(), p.shape), policy.score(b.state(), p.shape)
-    assert score_a is not None and score_a[0] == pytest.approx(1.2) and score_a[1] == (0,)
-    assert score_b is not None and score_b[0] == pytest.approx(1.3) and score_b[1] == (0,)  # the 400 card
+    assert score_a is not None and score_a[0] == -94 and score_a[1] == (0,)
+    assert score_b is not None and score_b[0] == -88 and score_b[1] == (0,)  # the 400 card
     placer = Placer([a, b], policy, seed=3)
     assert placer.place(p) is not None and a.gpu_free == [700]
     placed = placer.place(pod("q", cpu=4000, gpus=1, milli=300))
-    # a: 0 + 0.4 = 0.4; b: 0.75 + 0.55 = 1.3 -> a again
+    # a: 0.5 * 0 + 0.5 * 400/8000 = 0.025 -> 97; b: 88 -> a again
     assert placed is not None and placed.node == "a" and a.gpu_free == [400]
     placed = placer.place(pod("r", cpu=4000, gpus=1, milli=300))  # a is out of CPU; on b, the 400 card
     assert placed is not None and placed.node == "b" and placed.gpu_ids == (1,) and b.gpu_free == [1000, 100]
+
+
+def test_best_fit_uses_absolute_leftover_and_integer_scores() -> None:
+    # Both nodes keep 15 free cores and no free GPU: the same absolute leftover, so the same integer
+    # score (94), and the tie goes to the node order, although 15 cores are a smaller share of the big
+    # node (a capacity-relative best fit would always pick "big").
+    winners = set()
+    for seed in range(8):
+        small = node("small", gpus=1, cpu=16000)
+        big = node("big", gpus=1, cpu=64000)
+        big.cpu_free = 16000
+        p = pod(cpu=1000, gpus=1, milli=1000)
+        assert (
+            best_fit_integer_score(small.state(), p.shape)
+            == best_fit_integer_score(big.state(), p.shape)
+            == 94
+        )
+        placer = Placer([small, big], BestFit(), seed=seed)
+        placed = placer.place(p)
+        assert placed is not None and placed.node == placer.nodes[0].name
+        winners.add(placed.node)
+    assert winners == {"small", "big"}
 
 
 def test_typical_shapes_cover_95_percent() -> None:
@@ -232,7 +263,31 @@ def test_typical_shapes_cover_95_percent() -> None:
     pods += [pod(f"b{i}", gpus=1, milli=1000) for i in range(6)]
     pods += [pod(f"c{i}", gpus=2, milli=1000) for i in range(4)]
     shapes = typical_shapes(pods)
-    assert [(s.num_gpu, s.gpu_milli, s.weight) for s in shapes] == [(1, 500, 0.9), (1, 1000, 0.06)]
+    # 90 + 6 pods of 100 reach 95 %; the weights are renormalised over the 96 chosen pods
+    assert [(s.num_gpu, s.gpu_milli) for s in shapes] == [(1, 500), (1, 1000)]
+    assert [s.weight for s in shapes] == pytest.approx([90 / 96, 6 / 96])
+    assert sum(s.weight for s in shapes) == pytest.approx(1.0)
+
+
+def test_typical_shapes_break_count_ties_by_the_larger_shape() -> None:
+    pods = [pod(f"a{i}", cpu=1000, gpus=1, milli=500) for i in range(90)]
+    pods += [pod(f"y{i}", cpu=2000, gpus=1, milli=500) for i in range(5)]
+    pods += [pod(f"z{i}", cpu=1000, gpus=1, milli=1000) for i in range(5)]
+    shapes = typical_shapes(pods)
+    # y and z are tied at 5 pods; the simulator takes the larger (cpu first) one, and then 95 % is covered
+    assert [(s.cpu_milli, s.gpu_milli) for s in shapes] == [(1000, 500), (2000, 500)]
+    assert [s.weight for s in shapes] == pytest.approx([90 / 95, 5 / 95])
+
+
+def test_typical_shapes_include_cpu_only_pods_and_models() -> None:
+    pods = [pod(f"g{i}", cpu=1000, gpus=1, milli=1000, models="V100M32|V100M16") for i in range(60)]
+    pods += [pod(f"c{i}", cpu=4000) for i in range(40)]
+    shapes = typical_shapes(pods)
+    assert [(s.cpu_milli, s.num_gpu, s.gpu_models) for s in shapes] == [
+        (1000, 1, frozenset({"V100M16", "V100M32"})),
+        (4000, 0, ANY),
+    ]
+    assert [s.weight for s in shapes] == pytest.approx([0.6, 0.4])
 
 
 def test_unknown_policy() -> None:

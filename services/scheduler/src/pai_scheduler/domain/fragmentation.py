@@ -6,7 +6,8 @@ room), every free milli of the node is a fragment; if it fits, the free milli of
 take m's per-card request (or have a model m may not use) is a fragment. A pod without GPUs sees every
 free GPU milli as a fragment. The node's expected fragmentation is the frequency-weighted sum over the
 *typical* pod shapes: the most frequent (cpu, gpu_milli, num_gpu, models) shapes covering >= 95 % of
-the pods. FGD places a pod where that expectation grows least.
+the pods, weighted by their frequency renormalised over the chosen shapes (as in the authors'
+simulator). FGD places a pod where that expectation grows least.
 """
 
 from __future__ import annotations
@@ -25,27 +26,36 @@ class TypicalShape:
     num_gpu: int
     gpu_milli: int
     gpu_models: frozenset[str]
-    weight: float  # frequency among all pods
+    weight: float  # share among the pods of the typical shapes (the weights sum to 1)
 
     def allows(self, model: str) -> bool:
         return not self.gpu_models or model in self.gpu_models
 
 
 def typical_shapes(pods: Iterable[PodRequest], coverage: float = 0.95) -> tuple[TypicalShape, ...]:
-    """The most frequent shapes (ties broken by the shape itself) until they cover `coverage` of pods."""
-    counts = Counter((p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_models) for p in pods)
+    """The most frequent shapes until they cover `coverage` of the pods, as the FGD simulator picks them.
+
+    Shapes are counted over all pods (CPU-only ones included, each pod counting 1), taken in decreasing
+    count, equal counts in decreasing (cpu, gpu_milli, num_gpu, models) order, until the cumulative
+    count reaches `coverage`; the chosen shapes' weights are then renormalised to sum to 1 (the pods
+    the cut leaves out are not counted as "no shape").
+    """
+    counts = Counter((p.cpu_milli, p.gpu_milli, p.num_gpu, "|".join(sorted(p.gpu_models))) for p in pods)
     total = sum(counts.values())
     if total == 0:
         return ()
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][:3], sorted(kv[0][3])))
-    shapes: list[TypicalShape] = []
+    ordered = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+    chosen: list[tuple[tuple[int, int, int, str], int]] = []
     covered = 0
-    for (cpu, num_gpu, gpu_milli, models), n in ordered:
-        shapes.append(TypicalShape(cpu, num_gpu, gpu_milli, models, n / total))
-        covered += n
+    for key, n in ordered:
         if covered >= coverage * total:
             break
-    return tuple(shapes)
+        chosen.append((key, n))
+        covered += n
+    return tuple(
+        TypicalShape(cpu, num_gpu, gpu_milli, frozenset(m for m in models.split("|") if m), n / covered)
+        for (cpu, gpu_milli, num_gpu, models), n in chosen
+    )
 
 
 def shape_fragmentation(cpu_free: int, cards: tuple[Card, ...], shape: TypicalShape) -> int:

@@ -7,7 +7,8 @@ changed since (a version per node), and policies are memoised by (node state, po
 identical states are scored once. The choice itself is a numpy argmin over the cached scores.
 
 Policies (lower score is better):
-- `BestFit`: least normalised leftover CPU + GPU on the node; on the node, the fullest card that fits.
+- `BestFit`: the FGD simulator's best fit, `int(100 * (1 - leftover))` with leftover CPU and GPU over
+  fixed constants (128 cores, 8 GPUs), highest wins; on the node, the fullest card that fits.
 - `Fgd`: the FGD simulator's score, `int(100 * sigmoid(fragmentation decrease / 1000))`, highest wins.
 - `FragmentationAware` (ours): the exact (not quantised) increase of expected fragmentation; ties
   between nodes and cards go to the best-fit one (a tiny secondary term), then to the node order.
@@ -59,8 +60,23 @@ def _leftover(state: NodeState, shape: PodShape) -> float:
     return cpu + gpu
 
 
+MAX_SPEC_CPU_MILLI = 128_000
+"""Best fit's normalisation constants (the FGD simulator's): the largest node's CPU and GPU milli."""
+MAX_SPEC_GPU_MILLI = 8 * GPU_MILLI
+
+
+def best_fit_integer_score(state: NodeState, shape: PodShape) -> int:
+    """The FGD simulator's best-fit score (higher is better): 100 * (1 - leftover), truncated, where
+    leftover = 0.5 * CPU left after / 128 cores + 0.5 * GPU milli left after / 8 GPUs (absolute amounts
+    over fixed constants, not shares of the node's own capacity)."""
+    cpu = (state.cpu_free - shape.cpu_milli) / MAX_SPEC_CPU_MILLI
+    gpu = (state.gpu_free_milli - shape.num_gpu * shape.gpu_milli) / MAX_SPEC_GPU_MILLI
+    return int((1.0 - (0.5 * cpu + 0.5 * gpu)) * 100)
+
+
 class BestFit:
-    """Best fit: the node with the least normalised leftover (CPU + GPU), the fullest card that fits."""
+    """Best fit as the FGD simulator scores it: the highest `best_fit_integer_score` (integer, so ties go
+    to the node order); on the node, the fullest card that fits (the lowest such card on ties)."""
 
     name = "bestfit"
 
@@ -70,7 +86,7 @@ class BestFit:
             return None
         # choices are in (model, free) order; prefer the least free card (best fit on the card)
         choice = min(choices, key=lambda c: (sum(state.cards[i][1] for i in c), c))
-        return round(_leftover(state, shape), 9), choice
+        return -float(best_fit_integer_score(state, shape)), choice
 
 
 class Fgd:
