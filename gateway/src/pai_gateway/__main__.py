@@ -65,7 +65,6 @@ async def run() -> None:
     gateway_config = GatewayConfig(
         listen_host=host,
         listen_port=int(port),
-        auth_address=settings.auth_endpoint,
         upstreams=upstreams(settings),
         routes=store.load(),
         descriptor_set=descriptors,

@@ -10,7 +10,7 @@ import time
 
 from pai_gateway import resources
 from pai_gateway.ads import AggregatedDiscovery
-from pai_gateway.model import EndpointRoute, GatewayConfig, InvalidRoute, Upstream
+from pai_gateway.model import EndpointRoute, GatewayConfig, InvalidRoute
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,6 @@ class ControlPlane:
             return False
         self._change(dataclasses.replace(self.config, routes=kept))
         return True
-
-    def set_upstreams(self, upstreams: tuple[Upstream, ...]) -> None:
-        self._change(dataclasses.replace(self.config, upstreams=upstreams))
 
     def force(self, config: GatewayConfig) -> int:
         """Publish `config` as it is, skipping validation (tests of Envoy's own NACK path)."""

@@ -133,10 +133,6 @@ class EnvoyProcess:
             self.proc.kill()
             self.proc.wait()
 
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
 
 def main() -> None:
     """`python -m pai_gateway.envoy`: write the bootstrap and become Envoy (same pid, for the supervisor)."""

@@ -93,7 +93,6 @@ class GatewayConfig:
 
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
-    auth_address: str = "127.0.0.1:50051"
     upstreams: tuple[Upstream, ...] = ()
     routes: tuple[EndpointRoute, ...] = field(default_factory=tuple)
     descriptor_set: bytes = b""

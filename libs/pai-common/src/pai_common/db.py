@@ -68,11 +68,6 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def is_sqlite(url: str) -> bool:
-    """Whether the DSN names SQLite."""
-    return normalise_url(url).startswith("sqlite")
-
-
 def create_engine(url: str, schema: str = "") -> AsyncEngine:
     """An engine for the service's store; WAL and foreign keys on SQLite, a schema on PostgreSQL."""
     url = normalise_url(url)

@@ -18,11 +18,6 @@ class Principal:
     roles: dict[str, str] = field(default_factory=dict)  # workspaces/{w} -> OWNER|ADMIN|...
     token: str = ""  # a signed token to forward to other services
 
-    @property
-    def is_user(self) -> bool:
-        """Whether the principal is a person (`users/{u}`)."""
-        return self.name.startswith("users/")
-
 
 ANONYMOUS = Principal(name="")
 current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
