@@ -15,13 +15,21 @@ from pai_scheduler.domain.fragmentation import (
 )
 from pai_scheduler.domain.placement import (
     BestFit,
+    Decision,
     Fgd,
     FragmentationAware,
     Placer,
     best_fit_integer_score,
     make_policy,
 )
-from pai_scheduler.domain.resources import Node, PlacementError, PodRequest, card_choices
+from pai_scheduler.domain.resources import (
+    Node,
+    NodeState,
+    PlacementError,
+    PodRequest,
+    PodShape,
+    card_choices,
+)
 
 ANY: frozenset[str] = frozenset()
 
@@ -193,9 +201,42 @@ def test_fragmentation_score_on_a_tiny_example() -> None:
     n.gpu_free = [1000, 300]
     for policy in (FragmentationAware((HALF, WHOLE)), Fgd((HALF, WHOLE))):
         decision = policy.score(n.state(), pod(cpu=1000, gpus=1, milli=200).shape)
-        assert decision is not None and decision[1] == (0,)  # the (T4, 300) card
+        assert decision is not None and decision[1] == ((0,),)  # the (T4, 300) card
     placed = Placer([n], FragmentationAware((HALF, WHOLE))).place(pod(cpu=1000, gpus=1, milli=200))
     assert placed is not None and placed.gpu_ids == (1,) and n.gpu_free == [1000, 100]
+
+
+def test_fgd_puts_a_sharing_pod_on_the_lowest_card_among_tied_scores() -> None:
+    # Only WHOLE is typical: a 100-milli pod on the 1000 card makes all 2300 free milli fragments
+    # (+900: score int(100 * sigmoid(-0.9)) = 28); on the 600 or 800 card (fragments already) it takes
+    # 100 fragmented milli (-100: int(100 * sigmoid(0.1)) = 52). The 600 and 800 cards tie, so the pod
+    # goes to the lower card id, not to the fuller card.
+    policy = Fgd((TypicalShape(1000, 1, 1000, ANY, 1.0),))
+    for free, expected in (([1000, 800, 600], 1), ([1000, 600, 800], 1), ([800, 1000, 600], 0)):
+        n = node("n", gpus=3)
+        n.gpu_free = list(free)
+        decision = policy.score(n.state(), pod(gpus=1, milli=100).shape)
+        # the state is the sorted cards (600, 800, 1000): both tied positions, whatever the ids
+        assert decision is not None and decision == (-52.0, ((0,), (1,)))
+        placed = Placer([n], policy).place(pod(gpus=1, milli=100))
+        assert placed is not None and placed.gpu_ids == (expected,)
+
+
+def test_fgd_decisions_are_shared_by_nodes_in_the_same_state() -> None:
+    calls = 0
+
+    class Counting(Fgd):
+        def score(self, state: NodeState, shape: PodShape) -> Decision | None:
+            nonlocal calls
+            calls += 1
+            return super().score(state, shape)
+
+    a, b = node("a", gpus=2), node("b", gpus=2)
+    a.gpu_free, b.gpu_free = [600, 800], [800, 600]  # the same multiset of cards, other ids
+    placer = Placer([a, b], Counting((TypicalShape(1000, 1, 1000, ANY, 1.0),)), seed=0)
+    placed = placer.place(pod(gpus=1, milli=100))
+    assert calls == 1  # one state, scored once
+    assert placed is not None and placed.gpu_ids == (0,)
 
 
 def test_fragmentation_aware_prefers_the_node_whose_fragmentation_grows_least() -> None:
@@ -225,8 +266,8 @@ def test_best_fit_on_a_hand_computed_example() -> None:
     assert best_fit_integer_score(a.state(), p.shape) == 94
     assert best_fit_integer_score(b.state(), p.shape) == 88
     score_a, score_b = policy.score(a.state(), p.shape), policy.score(b.state(), p.shape)
-    assert score_a is not None and score_a[0] == -94 and score_a[1] == (0,)
-    assert score_b is not None and score_b[0] == -88 and score_b[1] == (0,)  # the 400 card
+    assert score_a is not None and score_a[0] == -94 and score_a[1] == ((0,),)
+    assert score_b is not None and score_b[0] == -88 and score_b[1] == ((0,),)  # the 400 card
     placer = Placer([a, b], policy, seed=3)
     assert placer.place(p) is not None and a.gpu_free == [700]
     placed = placer.place(pod("q", cpu=4000, gpus=1, milli=300))

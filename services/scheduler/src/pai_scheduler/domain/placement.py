@@ -9,7 +9,9 @@ identical states are scored once. The choice itself is a numpy argmin over the c
 Policies (lower score is better):
 - `BestFit`: the FGD simulator's best fit, `int(100 * (1 - leftover))` with leftover CPU and GPU over
   fixed constants (128 cores, 8 GPUs), highest wins; on the node, the fullest card that fits.
-- `Fgd`: the FGD simulator's score, `int(100 * sigmoid(fragmentation decrease / 1000))`, highest wins.
+- `Fgd`: the FGD simulator's score, `int(100 * sigmoid(fragmentation decrease / 1000))`, highest wins;
+  for a GPU-sharing pod, every card with the best integer score is an option, and the pod goes to the
+  lowest-numbered of those cards (as in the simulator, which scans cards in index order).
 - `FragmentationAware` (ours): the exact (not quantised) increase of expected fragmentation; ties
   between nodes and cards go to the best-fit one (a tiny secondary term), then to the node order.
 """
@@ -41,8 +43,17 @@ from pai_scheduler.domain.resources import (
     card_choices,
 )
 
-Decision = tuple[float, tuple[int, ...]]
-"""A policy's score for a node (lower is better) and the chosen card positions in its state."""
+Choice = tuple[int, ...]
+"""Card positions in a `NodeState`'s (sorted) cards."""
+
+Decision = tuple[float, tuple[Choice, ...]]
+"""A policy's score for a node (lower is better) and its equally good card choices (at least one).
+
+The choices depend only on the node's state (a multiset of cards), so decisions stay memoisable by
+state; the placer maps each choice to the node's actual card ids and takes the lowest ids. With one
+choice that is the lowest-numbered cards of the chosen (model, free) values; with several (FGD's tied
+integer scores), the lowest-numbered card among all the tied values.
+"""
 
 
 class Policy(Protocol):
@@ -86,11 +97,15 @@ class BestFit:
             return None
         # choices are in (model, free) order; prefer the least free card (best fit on the card)
         choice = min(choices, key=lambda c: (sum(state.cards[i][1] for i in c), c))
-        return -float(best_fit_integer_score(state, shape)), choice
+        return -float(best_fit_integer_score(state, shape)), (choice,)
 
 
 class Fgd:
-    """FGD as its simulator scores it (integer scores, so many ties go to the node order)."""
+    """FGD as its simulator scores it (integer scores, so many ties go to the node order).
+
+    Every choice with the best integer score is returned: the simulator puts a sharing pod on the
+    lowest-numbered card among the tied ones, which depends on the card ids, not only on the state.
+    """
 
     name = "fgd"
 
@@ -102,13 +117,16 @@ class Fgd:
         if not choices:
             return None
         before = self._frag(state.cpu_free, state.cards)
-        best: Decision | None = None
+        best = -1
+        tied: list[Choice] = []
         for choice in choices:
             new = after(state, shape, choice)
-            s = -float(fgd_integer_score(before, self._frag(new.cpu_free, new.cards)))
-            if best is None or s < best[0]:
-                best = (s, choice)
-        return best
+            s = fgd_integer_score(before, self._frag(new.cpu_free, new.cards))
+            if s > best:
+                best, tied = s, [choice]
+            elif s == best:
+                tied.append(choice)
+        return -float(best), tuple(tied)
 
 
 class FragmentationAware:
@@ -132,7 +150,7 @@ class FragmentationAware:
             card_fit = sum(state.cards[i][1] for i in choice) / GPU_MILLI
             s = round(self._frag(new.cpu_free, new.cards) - before + fit + self._fit_weight * card_fit, 6)
             if best is None or s < best[0]:
-                best = (s, choice)
+                best = (s, (choice,))
         return best
 
 
@@ -163,7 +181,7 @@ class _Row:
 
     scores: npt.NDArray[np.float64]
     versions: npt.NDArray[np.int64]
-    choices: list[tuple[int, ...]]
+    choices: list[tuple[Choice, ...]]
 
 
 class Placer:
@@ -189,7 +207,7 @@ class Placer:
         row = self._rows.get(shape)
         n = len(self.nodes)
         if row is None:
-            row = _Row(np.full(n, np.inf), np.full(n, -1, dtype=np.int64), [()] * n)
+            row = _Row(np.full(n, np.inf), np.full(n, -1, dtype=np.int64), [((),)] * n)
             self._rows[shape] = row
         dirty = np.flatnonzero(row.versions != self._version)
         if dirty.size:
@@ -209,7 +227,7 @@ class Placer:
         return row
 
     def choose(self, pod: PodRequest) -> tuple[int, tuple[int, ...]] | None:
-        """The node index (placer order) and card positions for `pod`, without placing it."""
+        """The node index (placer order) and card ids for `pod`, without placing it."""
         shape = pod.shape
         row = self._row(shape)
         if not len(row.scores):
@@ -217,17 +235,20 @@ class Placer:
         i = int(np.argmin(row.scores))  # first minimum = earliest in the seeded order
         if row.scores[i] == np.inf:
             return None
-        return i, row.choices[i]
+        node, state = self.nodes[i], self._states[i]
+        options = row.choices[i]
+        gpu_ids = node.card_ids_for(tuple(state.cards[p] for p in options[0]))
+        for option in options[1:]:  # tied choices: the lowest card ids
+            gpu_ids = min(gpu_ids, node.card_ids_for(tuple(state.cards[p] for p in option)))
+        return i, gpu_ids
 
     def place(self, pod: PodRequest) -> Placement | None:
         """Place `pod` whole on one node, or return None and change nothing."""
         chosen = self.choose(pod)
         if chosen is None:
             return None
-        i, positions = chosen
+        i, gpu_ids = chosen
         node = self.nodes[i]
-        state = self._states[i]
-        gpu_ids = node.card_ids_for(tuple(state.cards[p] for p in positions))
         node.allocate(pod, gpu_ids)
         self._changed(i)
         return Placement(pod.name, node.name, gpu_ids)
