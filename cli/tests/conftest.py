@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
-import string
 import subprocess
 import sys
 import time
@@ -17,15 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pai_cli.main import main
-from pai_common.testing import NatsServer, free_port
+from pai_common.testing import NatsServer, api_key, free_port
 
 START_TIMEOUT_SECONDS = 30.0
-
-
-def make_api_key() -> str:
-    """A key in auth's format: `pai_<8 lowercase alphanumerics>_<43 base64url>`."""
-    prefix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-    return f"pai_{prefix}_{secrets.token_urlsafe(32)}"
 
 
 class AuthProcess:
@@ -35,7 +27,7 @@ class AuthProcess:
         self.home = home
         self.nats_url = nats_url
         self.port = free_port()
-        self.admin_key = make_api_key()
+        self.admin_key = api_key()
         self.log = home / "auth.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import secrets
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -15,17 +13,12 @@ import pytest
 
 from pai_auth.bootstrap import AuthApp, build
 from pai_common.config import Settings
-from pai_common.testing import NatsServer, free_port, wait_for_port
+from pai_common.testing import NatsServer, api_key, free_port, wait_for_port
 from pai_gateway.app import RunningControlPlane, descriptor_set, pai_services, serve
 from pai_gateway.envoy import EnvoyProcess
 from pai_gateway.model import GatewayConfig, Upstream
 
 STANDIN = pathlib.Path(__file__).resolve().parents[2] / "gateway" / "tests" / "standin_upstream.py"
-
-
-def make_key() -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "pai_" + "".join(secrets.choice(alphabet) for _ in range(8)) + "_" + secrets.token_urlsafe(32)
 
 
 @dataclass
@@ -45,7 +38,7 @@ class Gateway:
 
 @pytest.fixture
 async def gateway(tmp_path: pathlib.Path, nats_server: NatsServer) -> AsyncIterator[Gateway]:
-    key = make_key()
+    key = api_key()
     settings = Settings(
         service="auth",
         home=tmp_path / "home",
@@ -100,12 +93,3 @@ def standins(*specs: tuple[str, str]) -> Iterator[list[tuple[str, subprocess.Pop
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-
-
-def wait_until(check: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")

@@ -36,7 +36,7 @@ from pai_common.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from pai_common.principal import ANONYMOUS, Authorizer, Principal, current_principal
+from pai_common.principal import ANONYMOUS, Authorizer, Principal, credential_from, current_principal
 
 log = logging.getLogger("pai.rpc")
 _tracer = trace.get_tracer("pai_common.grpc")
@@ -113,10 +113,7 @@ def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str
 
 def credential_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's API key or token: `authorization: Bearer <x>` or `x-api-key: <x>`."""
-    auth = metadata_value(context, "authorization")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return metadata_value(context, "x-api-key").strip()
+    return credential_from(metadata_value(context, "authorization"), metadata_value(context, "x-api-key"))
 
 
 def field_value(message: Message, path: str) -> str:

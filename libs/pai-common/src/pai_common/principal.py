@@ -25,6 +25,15 @@ current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
 )
 
 
+def credential_from(authorization: str, api_key: str) -> str:
+    """The caller's API key or token: `authorization: Bearer <x>` (any case of the scheme), else
+    `x-api-key: <x>`. One parser for the services' interceptor and the gateway's ext_authz."""
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return api_key.strip()
+
+
 def principal() -> Principal:
     """The principal of the request being served (ANONYMOUS for public methods)."""
     return current_principal.get()

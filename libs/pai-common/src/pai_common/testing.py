@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -30,6 +32,12 @@ def tracing() -> None:
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return
     setup_tracing("test")
+
+
+def api_key() -> str:
+    """A fresh key in auth's documented format, for PAI_BOOTSTRAP_ADMIN_KEY in tests."""
+    prefix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    return f"pai_{prefix}_{secrets.token_urlsafe(32)}"
 
 
 def free_port() -> int:

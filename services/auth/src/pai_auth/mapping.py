@@ -166,47 +166,32 @@ def _event(subject: str, message: object) -> OutboxEvent:
     return OutboxEvent(subject=subject, message=message, source=SOURCE)  # type: ignore[arg-type]
 
 
+def _snapshot_event(entity: str, verb: str, snapshot: object) -> OutboxEvent:
+    """`pai.auth.<entity>.<verb>` carrying `<Entity><Verb>(<entity>=snapshot)`, e.g. MemberAdded."""
+    cls = getattr(events_pb2, "".join(p.capitalize() for p in entity.split("_")) + verb.capitalize())
+    return _event(f"pai.auth.{entity}.{verb}", cls(**{entity: snapshot}))
+
+
 def user_event(verb: str, u: User) -> OutboxEvent:
-    cls = {
-        "created": events_pb2.UserCreated,
-        "updated": events_pb2.UserUpdated,
-        "deleted": events_pb2.UserDeleted,
-    }[verb]
-    return _event(f"pai.auth.user.{verb}", cls(user=user(u)))
+    return _snapshot_event("user", verb, user(u))
 
 
 def workspace_event(verb: str, w: Workspace) -> OutboxEvent:
-    cls = {
-        "created": events_pb2.WorkspaceCreated,
-        "updated": events_pb2.WorkspaceUpdated,
-        "deleted": events_pb2.WorkspaceDeleted,
-    }[verb]
-    return _event(f"pai.auth.workspace.{verb}", cls(workspace=workspace(w)))
+    return _snapshot_event("workspace", verb, workspace(w))
 
 
 def member_event(verb: str, m: Member) -> OutboxEvent:
-    cls = {
-        "added": events_pb2.MemberAdded,
-        "updated": events_pb2.MemberUpdated,
-        "removed": events_pb2.MemberRemoved,
-    }[verb]
-    return _event(f"pai.auth.member.{verb}", cls(member=member(m)))
+    return _snapshot_event("member", verb, member(m))
 
 
 def service_account_event(verb: str, s: ServiceAccount) -> OutboxEvent:
-    cls = {
-        "created": events_pb2.ServiceAccountCreated,
-        "updated": events_pb2.ServiceAccountUpdated,
-        "deleted": events_pb2.ServiceAccountDeleted,
-    }[verb]
-    return _event(f"pai.auth.service_account.{verb}", cls(service_account=service_account(s)))
+    return _snapshot_event("service_account", verb, service_account(s))
 
 
 def api_key_event(verb: str, k: ApiKey, now: dt.datetime) -> OutboxEvent:
     snapshot = api_key(k, now)
     snapshot.ClearField("secret")
-    cls = {"created": events_pb2.ApiKeyCreated, "revoked": events_pb2.ApiKeyRevoked}[verb]
-    return _event(f"pai.auth.api_key.{verb}", cls(api_key=snapshot))
+    return _snapshot_event("api_key", verb, snapshot)
 
 
 def signing_key_rotated(kid: str) -> OutboxEvent:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import secrets
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -19,13 +18,7 @@ from pai.auth.v1 import (
 from pai_auth.bootstrap import AuthApp, build
 from pai_common.config import Settings
 from pai_common.grpc_client import channel
-from pai_common.testing import NatsServer
-
-
-def make_key() -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    prefix = "".join(secrets.choice(alphabet) for _ in range(8))
-    return f"pai_{prefix}_{secrets.token_urlsafe(32)}"
+from pai_common.testing import NatsServer, api_key
 
 
 def settings_for(home: pathlib.Path, database: tuple[str, str], nats_url: str) -> Settings:
@@ -58,7 +51,7 @@ async def auth(
     tmp_path: pathlib.Path, database: tuple[str, str], nats_server: NatsServer
 ) -> AsyncIterator[tuple[AuthApp, str]]:
     """auth on a free port, bootstrapped with a known admin key: (app, admin key)."""
-    key = make_key()
+    key = api_key()
     async with build(settings_for(tmp_path / "home", database, nats_server.url), bootstrap_key=key) as app:
         yield app, key
 

@@ -38,6 +38,7 @@ import pai
 from pai.api.v1 import annotations_pb2
 from pai_auth.app.access import AccessUseCases, Denied
 from pai_common.interceptors import PUBLIC_SERVICES, authz_rule, field_value
+from pai_common.principal import credential_from
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +148,7 @@ def header(http: Any, name: str) -> str:
 
 def credential(http: Any) -> str:
     """The API key or token: `authorization: Bearer <x>` (any case of scheme) or `x-api-key`."""
-    scheme, _, value = header(http, "authorization").strip().partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return header(http, "x-api-key").strip()
+    return credential_from(header(http, "authorization"), header(http, "x-api-key"))
 
 
 def _invalid(message: str) -> Rejection:
