@@ -202,6 +202,15 @@ class Placer:
         self._version = np.zeros(len(ordered), dtype=np.int64)
         self._rows: dict[PodShape, _Row] = {}
         self._memo: dict[tuple[NodeState, PodShape], Decision | None] = {}
+        self.schedulable: npt.NDArray[np.bool_] = np.ones(len(ordered), dtype=np.bool_)
+
+    def index_of(self, node: str) -> int:
+        """The placer-order index of the node named `node` (KeyError when unknown)."""
+        return self._index[node]
+
+    def set_schedulable(self, node: str, schedulable: bool) -> None:
+        """Exclude a node from (or return it to) placement; what it holds stays allocated."""
+        self.schedulable[self._index[node]] = schedulable
 
     def _row(self, shape: PodShape) -> _Row:
         row = self._rows.get(shape)
@@ -226,14 +235,22 @@ class Placer:
             row.versions[dirty] = self._version[dirty]
         return row
 
-    def choose(self, pod: PodRequest) -> tuple[int, tuple[int, ...]] | None:
-        """The node index (placer order) and card ids for `pod`, without placing it."""
+    def choose(
+        self, pod: PodRequest, eligible: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[int, tuple[int, ...]] | None:
+        """The node index (placer order) and card ids for `pod`, without placing it.
+
+        Only schedulable nodes are considered, and of those only the ones `eligible` marks (a node
+        selector's mask, in placer order) when it is given.
+        """
         shape = pod.shape
         row = self._row(shape)
         if not len(row.scores):
             return None
-        i = int(np.argmin(row.scores))  # first minimum = earliest in the seeded order
-        if row.scores[i] == np.inf:
+        mask = self.schedulable if eligible is None else self.schedulable & eligible
+        scores = np.where(mask, row.scores, np.inf)
+        i = int(np.argmin(scores))  # first minimum = earliest in the seeded order
+        if scores[i] == np.inf:
             return None
         node, state = self.nodes[i], self._states[i]
         options = row.choices[i]
@@ -242,9 +259,9 @@ class Placer:
             gpu_ids = min(gpu_ids, node.card_ids_for(tuple(state.cards[p] for p in option)))
         return i, gpu_ids
 
-    def place(self, pod: PodRequest) -> Placement | None:
+    def place(self, pod: PodRequest, eligible: npt.NDArray[np.bool_] | None = None) -> Placement | None:
         """Place `pod` whole on one node, or return None and change nothing."""
-        chosen = self.choose(pod)
+        chosen = self.choose(pod, eligible)
         if chosen is None:
             return None
         i, gpu_ids = chosen
@@ -252,6 +269,13 @@ class Placer:
         node.allocate(pod, gpu_ids)
         self._changed(i)
         return Placement(pod.name, node.name, gpu_ids)
+
+    def reserve(self, pod: PodRequest, placement: Placement) -> None:
+        """Take `pod`'s resources where `placement` says (rebuilding state, undoing a release);
+        raises PlacementError and changes nothing when they are not free there."""
+        i = self._index[placement.node]
+        self.nodes[i].allocate(pod, placement.gpu_ids)
+        self._changed(i)
 
     def release(self, pod: PodRequest, placement: Placement) -> None:
         i = self._index[placement.node]

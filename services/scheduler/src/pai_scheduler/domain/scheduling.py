@@ -1,0 +1,559 @@
+"""One resource group's scheduler: queues, gang admission against quota *and* placement, preemption.
+
+`GroupScheduler.cycle(now)` is the decision function. It frees the resources of victims whose grace
+deadline passed, then walks the quotas' queues, lowest weighted dominant share first; within a quota,
+by priority then enqueue order, trying at most `lookahead` workloads that do not fit before it moves
+on (so a small workload is admitted past a large one that cannot fit: no head-of-line blocking).
+
+A try is a *decision*: the quota check up the tree, then every pod of the gang placed on the
+placement engine; on any failure everything placed so far is released (never a partial gang, so two
+gangs can never deadlock on each other's partial holdings). A failed gang that may preempt searches
+victims: spot first, then borrowers above their `min`, then lower priority, newest first, keeping only
+the victims the gang really needs. Victims get a grace deadline and keep their resources until then;
+the preemptor waits (WAITING_FOR_PREEMPTION) and is tried first once they are gone.
+
+No preemption loops: a victim is always spot, lower priority, or in a quota above its `min` while the
+preemptor's side is within its `min`; none of these relations can hold in reverse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from bisect import bisect_left, insort
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from pai_scheduler.domain.placement import Placement, Placer, make_policy
+from pai_scheduler.domain.quota import CPU, GPU, MEMORY, QuotaTree, Verdict, describe, gpu_model_key
+from pai_scheduler.domain.resources import GPU_MILLI, Node, PodRequest
+from pai_scheduler.domain.workload import MIB, PodPlacement, PodSet, Preemption, State, Workload
+
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass
+class NodeInfo:
+    """A node of the group as placement sees it (capacity in API units)."""
+
+    id: str
+    cpu_milli: int
+    memory_bytes: int
+    gpu_models: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    ready: bool = True
+    cordoned: bool = False
+
+    @property
+    def schedulable(self) -> bool:
+        return self.ready and not self.cordoned
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    placement: str = "frag"  # frag | fgd | bestfit
+    seed: int = 0
+    lookahead: int = 16
+    default_grace: float = 30.0
+    max_grace: float = 3600.0
+    preemption: bool = True
+    budget: int = 2000  # decisions per cycle; the rest waits for the next cycle
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    code: str
+    message: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Changes:
+    """What a cycle decided, for the store and the events."""
+
+    admitted: list[Workload] = field(default_factory=list)
+    preempting: list[Workload] = field(default_factory=list)  # notices given this cycle
+    preempted: list[Workload] = field(default_factory=list)  # resources freed this cycle
+    reasons: list[tuple[Workload, str]] = field(default_factory=list)  # (workload, previous code)
+    decisions: int = 0
+    more: bool = False  # the budget ran out before the queues did
+
+    def __bool__(self) -> bool:
+        return bool(self.admitted or self.preempting or self.preempted or self.reasons)
+
+
+def _queue_key(w: Workload) -> tuple[int, int, str]:
+    return (-w.priority, w.seq, w.name)
+
+
+class GroupScheduler:
+    """The scheduling state of one resource group: nodes, quotas, workloads, queues."""
+
+    def __init__(self, name: str, nodes: Iterable[NodeInfo] = (), policy: Policy | None = None) -> None:
+        self.name = name
+        self.policy = policy or Policy()
+        self.nodes: dict[str, NodeInfo] = {n.id: n for n in nodes}
+        self.quotas = QuotaTree()
+        self.workloads: dict[str, Workload] = {}
+        self.queues: dict[str, list[tuple[tuple[int, int, str], Workload]]] = {}
+        self._shape_counts: Counter[PodRequest] = Counter()
+        self._shapes_at_build = 0
+        self._failed: dict[object, Failure] = {}
+        self._ever_fits: dict[object, bool] = {}
+        self._unevaluated: set[str] = set()
+        self._waiting: set[str] = set()  # pending workloads with victims being preempted for them
+        self._admit_seq = 0
+        self.rebuild()
+
+    # ---- inventory ---------------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Recreate the placement engine from the nodes and re-place every holding workload."""
+        engine_nodes = [
+            Node(n.id, n.cpu_milli, n.memory_bytes // MIB, list(n.gpu_models)) for n in self.nodes.values()
+        ]
+        pods = [p for p, c in self._shape_counts.items() for _ in range(min(c, 10_000))]
+        self.placer = Placer(engine_nodes, make_policy(self.policy.placement, pods), self.policy.seed)
+        self._shapes_at_build = sum(self._shape_counts.values())
+        for n in self.nodes.values():
+            if not n.schedulable:
+                self.placer.set_schedulable(n.id, False)
+        self._selector_masks: dict[tuple[tuple[str, str], ...], Mask] = {}
+        self._model_masks: dict[str, Mask] = {}
+        for i, node in enumerate(self.placer.nodes):
+            for model in set(node.gpu_models):
+                self._model_masks.setdefault(model, np.zeros(len(self.placer.nodes), np.bool_))[i] = True
+        capacity: dict[str, int] = {CPU: 0, MEMORY: 0, GPU: 0}
+        for n in self.nodes.values():
+            if not n.ready:
+                continue
+            capacity[CPU] += n.cpu_milli
+            capacity[MEMORY] += n.memory_bytes
+            capacity[GPU] += GPU_MILLI * len(n.gpu_models)
+            for m in n.gpu_models:
+                capacity[gpu_model_key(m)] = capacity.get(gpu_model_key(m), 0) + GPU_MILLI
+        self.quotas.capacity = capacity
+        for w in self.workloads.values():
+            if w.holds:
+                self._reserve(w)
+        self._failed.clear()
+        self._ever_fits.clear()
+
+    def _maybe_refresh_policy(self) -> None:
+        """Relearn the typical pod shapes when the mix has grown by half since the last build."""
+        total = sum(self._shape_counts.values())
+        if self.policy.placement != "bestfit" and total >= max(64, 2 * self._shapes_at_build):
+            self.rebuild()
+
+    def _selector_mask(self, selector: tuple[tuple[str, str], ...]) -> Mask | None:
+        if not selector:
+            return None
+        mask = self._selector_masks.get(selector)
+        if mask is None:
+            mask = np.array(
+                [all(self.nodes[n.name].labels.get(k) == v for k, v in selector) for n in self.placer.nodes],
+                dtype=np.bool_,
+            )
+            self._selector_masks[selector] = mask
+        return mask
+
+    # ---- workloads ---------------------------------------------------------------------------
+
+    def add(self, w: Workload) -> None:
+        """Track a workload (new, or loaded from the store); a holding one is placed where it was."""
+        self.workloads[w.name] = w
+        self._admit_seq = max(self._admit_seq, w.admit_seq)
+        if w.victims:
+            self._waiting.add(w.name)
+        for ps in w.pod_sets:
+            self._shape_counts[ps.pod] += ps.count
+        if w.state == State.PENDING:
+            self._enqueue(w)
+        elif w.holds:
+            self._reserve(w)
+
+    def forget(self, w: Workload) -> None:
+        """Stop tracking a workload (finished or deleted); free what it holds."""
+        if w.name in self.workloads:
+            self._dequeue(w)
+            if w.holds:
+                self._release(w)
+            del self.workloads[w.name]
+        self._waiting.discard(w.name)
+        self._unevaluated.discard(w.name)
+
+    def _enqueue(self, w: Workload) -> None:
+        if w.pending_code == "NOT_EVALUATED":
+            self._unevaluated.add(w.name)
+        insort(self.queues.setdefault(w.quota, []), (_queue_key(w), w), key=lambda e: e[0])
+
+    def _dequeue(self, w: Workload) -> None:
+        queue = self.queues.get(w.quota, [])
+        key = _queue_key(w)
+        i = bisect_left(queue, key, key=lambda e: e[0])
+        if i < len(queue) and queue[i][1] is w:
+            del queue[i]
+
+    def reprioritise(self, w: Workload, priority: int) -> None:
+        pending = w.state == State.PENDING and w.name in self.workloads
+        if pending:
+            self._dequeue(w)
+        w.priority = priority
+        if pending:
+            self._enqueue(w)
+
+    def queue_position(self, w: Workload) -> int:
+        if w.state != State.PENDING:
+            return 0
+        queue = self.queues.get(w.quota, [])
+        i = bisect_left(queue, _queue_key(w), key=lambda e: e[0])
+        return i + 1 if i < len(queue) and queue[i][1] is w else 0
+
+    def requeue(self, w: Workload, now: dt.datetime) -> State:
+        """The owner gives the placement back (or acts on a preemption): back to PENDING."""
+        previous = w.transition(State.PENDING)
+        if previous in (State.ADMITTED, State.PREEMPTING):
+            self._release(w)
+        w.placements, w.preemption, w.requeue_count = (), None, w.requeue_count + 1
+        w.set_pending("NOT_EVALUATED", "requeued; not evaluated by the scheduler yet")
+        self._waiting.discard(w.name)
+        self._enqueue(w)
+        return previous
+
+    def finish(self, w: Workload, outcome: str, message: str, now: dt.datetime) -> State:
+        previous = w.state
+        self.forget(w)
+        w.transition(State.FINISHED)
+        w.outcome, w.finish_message, w.finish_time = outcome, message, now
+        w.clear_pending()
+        return previous
+
+    def _reserve(self, w: Workload) -> None:
+        pods = {ps.name: ps.pod for ps in w.pod_sets}
+        for p in w.placements:
+            self.placer.reserve(pods[p.pod_set], Placement(p.pod_set, p.node, p.gpu_indices))
+        self.quotas.charge(w.quota, w.usage())
+
+    def _release(self, w: Workload) -> None:
+        pods = {ps.name: ps.pod for ps in w.pod_sets}
+        for p in w.placements:
+            self.placer.release(pods[p.pod_set], Placement(p.pod_set, p.node, p.gpu_indices))
+        self.quotas.charge(w.quota, w.usage(), -1)
+        self._failed.clear()  # freed capacity may fit gangs that failed before
+
+    # ---- the decision ------------------------------------------------------------------------
+
+    def try_admit(self, w: Workload, *, commit: bool = True) -> tuple[PodPlacement, ...] | Failure:
+        """Admit `w` whole (quota and placement) or change nothing and say why not."""
+        request = w.request()
+        verdict = self.quotas.check(w.quota, request)
+        if not verdict.fits:
+            return _quota_failure(verdict)
+        headroom = self._model_headroom(w)
+        key = tuple((ps.pod.shape, ps.count, ps.node_selector) for ps in w.pod_sets)
+        if not headroom and key in self._failed:
+            return self._failed[key]
+        placed: list[tuple[PodRequest, Placement, PodPlacement]] = []
+        failure: Failure | None = None
+        for ps in w.pod_sets:
+            pod = ps.pod
+            base = self._selector_mask(ps.node_selector)
+            for index in range(ps.count):
+                mask = base
+                blocked = (
+                    [m for m, room in headroom.items() if room < ps.pod_gpu_milli] if pod.num_gpu else []
+                )
+                for m in blocked:
+                    model_mask = self._model_masks.get(m)
+                    if model_mask is not None:
+                        mask = ~model_mask if mask is None else mask & ~model_mask
+                p = self.placer.place(pod, mask)
+                if p is None:
+                    failure = self._placement_failure(w, ps, index, blocked)
+                    break
+                node = self.placer.nodes[self.placer.index_of(p.node)]
+                model = node.gpu_models[p.gpu_ids[0]] if p.gpu_ids else ""
+                if model in headroom:
+                    headroom[model] -= ps.pod_gpu_milli
+                placed.append((pod, p, PodPlacement(ps.name, index, p.node, p.gpu_ids, pod.gpu_milli, model)))
+            if failure is not None:
+                break
+        if failure is not None or not commit:
+            for pod, p, _ in reversed(placed):
+                self.placer.release(pod, p)
+            if failure is not None and not headroom and failure.code == "NO_PLACEMENT":
+                self._failed[key] = failure
+            return failure if failure is not None else tuple(pp for _, _, pp in placed)
+        placements = tuple(pp for _, _, pp in placed)
+        w.placements = placements
+        self.quotas.charge(w.quota, w.usage())
+        return placements
+
+    def _model_headroom(self, w: Workload) -> dict[str, int]:
+        """Per-model room left by per-model limits on the workload's quota path (limited models only)."""
+        if not any(ps.pod_gpu_milli for ps in w.pod_sets):
+            return {}
+        models = {
+            res.split("/", 1)[1]
+            for spec in self.quotas.path(w.quota)
+            for limits in (spec.max, spec.borrowing_limit)
+            for res in limits
+            if res.startswith("gpu/")
+        }
+        return {m: self.quotas.room(w.quota, gpu_model_key(m)) for m in sorted(models)}
+
+    def _placement_failure(self, w: Workload, ps: PodSet, index: int, blocked: Sequence[str]) -> Failure:
+        pod = ps.pod
+        meta = {"pod_set": ps.name}
+        allowed = set(ps.allowed_gpu_models) or {m for n in self.nodes.values() for m in n.gpu_models}
+        if pod.num_gpu and blocked and allowed <= set(blocked):
+            model = sorted(blocked)[0]
+            spec = next(iter(self.quotas.path(w.quota)))
+            return Failure(
+                "QUOTA_MAX_REACHED",
+                f"quota max reached for gpu/{model} in {spec.label}",
+                {"quota": w.quota, "resource": f"gpu/{model}"},
+            )
+        ever = self._ever_fits.get(ps)
+        if ever is None:
+            ever = self._ever_fits[ps] = any(self._fits_empty(n, ps) for n in self.nodes.values())
+        if not ever:
+            return Failure("NO_MATCHING_NODE", f"no schedulable node can ever host a pod of {ps.name}", meta)
+        models = "/".join(ps.allowed_gpu_models) if ps.allowed_gpu_models else "GPU"
+        if ps.gpu_count:
+            what = f"no node with {ps.gpu_count} free {models} card{'s' if ps.gpu_count > 1 else ''}"
+            meta["resource"] = "gpu"
+        elif ps.gpu_milli:
+            what = f"no {models} card with {ps.gpu_milli / GPU_MILLI:g} GPU free"
+            meta["resource"] = "gpu"
+        else:
+            what = f"no node with {describe(CPU, ps.cpu_milli)} and {describe(MEMORY, ps.memory_bytes)} free"
+            meta["resource"] = "cpu"
+        if index or len(w.pod_sets) > 1 or ps.count > 1:
+            what += f" (gang: {index} of {ps.count} {ps.name} pods fit now, all are needed)"
+        return Failure("NO_PLACEMENT", what, meta)
+
+    @staticmethod
+    def _fits_empty(n: NodeInfo, ps: PodSet) -> bool:
+        if not n.schedulable or any(n.labels.get(k) != v for k, v in ps.node_selector):
+            return False
+        if ps.cpu_milli > n.cpu_milli or ps.memory_bytes > n.memory_bytes:
+            return False
+        if not (ps.gpu_count or ps.gpu_milli):
+            return True
+        usable = [m for m in n.gpu_models if not ps.allowed_gpu_models or m in ps.allowed_gpu_models]
+        return len(usable) >= max(ps.gpu_count, 1)
+
+    # ---- preemption --------------------------------------------------------------------------
+
+    def _candidates(self, w: Workload, failure: Failure) -> list[Workload]:
+        """Admitted workloads `w` may preempt, best victims first."""
+        request = w.request()
+        q = self.quotas.specs[w.quota]
+        own_max = failure.code == "QUOTA_MAX_REACHED" and failure.metadata.get("quota") == w.quota
+        path = [s.name for s in self.quotas.path(w.quota)]
+        out: list[tuple[tuple[int, int, int, int], Workload]] = []
+        for c in self.workloads.values():
+            if c.state != State.ADMITTED or c is w:
+                continue
+            spot_first = c.preemptible and not w.preemptible
+            if c.quota == w.quota:
+                if q.within_quota == "NEVER" or not (spot_first or c.priority < w.priority):
+                    continue
+                borrower = False
+            else:
+                if own_max or q.reclaim == "NEVER" or (w.preemptible and not c.preemptible):
+                    continue
+                if q.reclaim == "LOWER_PRIORITY" and c.priority >= w.priority:
+                    continue
+                side_c, side_q = self._sides(c.quota, path)
+                if side_q is None:
+                    continue
+                managed = [self.quotas.guaranteed(s, request) for s in side_q]
+                if not all(managed) or not self.quotas.borrowing(side_c, managed[-1]):
+                    continue
+                borrower = True
+            rank = (0 if spot_first else 1, 0 if borrower else 1, c.priority, -c.admit_seq)
+            out.append((rank, c))
+        out.sort(key=lambda e: e[0])
+        return [c for _, c in out]
+
+    def _sides(self, other: str, path: list[str]) -> tuple[str, list[str] | None]:
+        """The children of the lowest common ancestor on `other`'s side and the quotas of `path`
+        (bottom-up) below it."""
+        other_path = [s.name for s in self.quotas.path(other)]
+        common = set(path) & set(other_path)
+        below_other = [n for n in other_path if n not in common]
+        below_mine = [n for n in path if n not in common]
+        return below_other[-1], below_mine or None
+
+    def find_victims(self, w: Workload, failure: Failure) -> list[Workload]:
+        """The fewest victims (best first) whose removal lets `w` in; empty when none would."""
+        removed: list[Workload] = []
+        found = False
+        path = [s.name for s in self.quotas.path(w.quota)]
+        for c in self._candidates(w, failure):
+            if c.quota != w.quota and not self._keeps_min(c, path):
+                continue
+            self._release(c)
+            removed.append(c)
+            if not isinstance(self.try_admit(w, commit=False), Failure):
+                found = True
+                break
+        if found:
+            for c in reversed(removed[:-1]):  # give back every victim the gang does not need
+                self._reserve(c)
+                if isinstance(self.try_admit(w, commit=False), Failure):
+                    self._release(c)
+                else:
+                    removed.remove(c)
+        for c in removed:
+            self._reserve(c)
+        self._failed.clear()
+        return removed if found else []
+
+    def _keeps_min(self, c: Workload, path: list[str]) -> bool:
+        """Reclaiming `c` must not take its side of the tree below its `min` in any resource."""
+        side, _ = self._sides(c.quota, path)
+        spec, used = self.quotas.specs[side], self.quotas.usage[side]
+        for res, v in c.usage().items():
+            lo = spec.min.get(res, 0)
+            if used.get(res, 0) >= lo and used.get(res, 0) - v < lo:
+                return False
+        return True
+
+    def _preempt(self, victims: list[Workload], w: Workload, now: dt.datetime, changes: Changes) -> None:
+        for v in victims:
+            grace = v.grace_seconds or self.policy.default_grace
+            grace = min(grace, self.policy.max_grace)
+            reason = "PRIORITY" if v.quota == w.quota else "QUOTA_RECLAIM"
+            kind = "spot workload" if v.preemptible else "workload"
+            why = (
+                f"{kind} preempted for higher-priority {w.name}"
+                if reason == "PRIORITY"
+                else f"{kind} preempted to reclaim borrowed capacity for {self.quotas.specs[w.quota].label}"
+            )
+            v.transition(State.PREEMPTING)
+            v.preemption = Preemption(reason, why, w.name, now, now + dt.timedelta(seconds=grace))
+            changes.preempting.append(v)
+
+    # ---- the cycle ---------------------------------------------------------------------------
+
+    def expire(self, now: dt.datetime, changes: Changes) -> None:
+        for v in list(self.workloads.values()):
+            if v.state == State.PREEMPTING and v.preemption and v.preemption.deadline <= now:
+                self._release(v)
+                v.transition(State.PREEMPTED)
+                changes.preempted.append(v)
+
+    def cycle(self, now: dt.datetime) -> Changes:
+        """One scheduling pass over the queues (at most `policy.budget` decisions)."""
+        changes = Changes()
+        self.expire(now, changes)
+        self._maybe_refresh_policy()
+        budget = self.policy.budget
+        tried: set[str] = set()
+        # preemptors whose victims are gone go first, so no one else takes what was freed for them
+        nominated = [
+            w
+            for name in self._waiting
+            if (w := self.workloads[name]).state == State.PENDING
+            and not any(self._holding(v) for v in w.victims)
+        ]
+        for w in sorted(nominated, key=_queue_key):
+            budget -= 1
+            tried.add(w.name)
+            self._decide(w, now, changes, preempt=True)
+        heap = [(self.quotas.dominant_share(q), q, 0, 0) for q, queue in self.queues.items() if queue]
+        heapq.heapify(heap)
+        while heap and budget > 0:
+            _, q, pos, failures = heapq.heappop(heap)
+            queue = self.queues[q]
+            if pos >= len(queue):
+                continue
+            w = queue[pos][1]
+            if w.name in tried:
+                heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos + 1, failures))
+                continue
+            budget -= 1
+            tried.add(w.name)
+            if self._decide(w, now, changes, preempt=failures == 0):
+                # admitted: dequeued, so the same position holds the next workload
+                heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos, failures))
+            elif failures + 1 < self.policy.lookahead:
+                heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos + 1, failures + 1))
+        changes.more = budget <= 0 and bool(heap)
+        changes.decisions = self.policy.budget - budget
+        self._mark_behind(tried, changes)
+        return changes
+
+    def _holding(self, name: str) -> bool:
+        v = self.workloads.get(name)
+        return v is not None and v.holds
+
+    def _decide(self, w: Workload, now: dt.datetime, changes: Changes, *, preempt: bool) -> bool:
+        """Try `w`; on failure maybe preempt; record the outcome. True when admitted."""
+        if w.victims and any(self._holding(v) for v in w.victims):
+            return False  # still waiting for its victims: nothing new to decide
+        result = self.try_admit(w)
+        if not isinstance(result, Failure):
+            self._dequeue(w)
+            w.transition(State.ADMITTED)
+            w.admit_time = now
+            self._admit_seq += 1
+            w.admit_seq = self._admit_seq
+            w.clear_pending()
+            self._waiting.discard(w.name)
+            self._unevaluated.discard(w.name)
+            changes.admitted.append(w)
+            return True
+        previous = w.pending_code
+        failure = result
+        victims: list[Workload] = []
+        if (
+            preempt
+            and self.policy.preemption
+            and failure.code in ("NO_PLACEMENT", "QUOTA_BORROWING_EXHAUSTED", "QUOTA_MAX_REACHED")
+        ):
+            victims = self.find_victims(w, failure)
+        if victims:
+            self._preempt(victims, w, now, changes)
+            spot = sum(1 for v in victims if v.preemptible)
+            kind = "spot workload" if spot == len(victims) else "workload"
+            n = len(victims)
+            failure = Failure(
+                "WAITING_FOR_PREEMPTION",
+                f"waiting for preemption of {n} {kind}{'s' if n > 1 else ''}",
+                {"victim_count": str(n)},
+            )
+        if victims:
+            self._waiting.add(w.name)
+        else:
+            self._waiting.discard(w.name)
+        self._unevaluated.discard(w.name)
+        names = tuple(v.name for v in victims)
+        if w.set_pending(failure.code, failure.message, dict(failure.metadata), names):
+            changes.reasons.append((w, previous))
+        return False
+
+    def _mark_behind(self, tried: set[str], changes: Changes) -> None:
+        """Workloads never evaluated yet learn what they wait behind (once, to avoid churn)."""
+        for name in sorted(self._unevaluated - tried):
+            w = self.workloads[name]
+            ahead = self.queue_position(w) - 1
+            w.set_pending(
+                "QUEUED_BEHIND", f"{ahead} workloads ahead in the queue", {"ahead_count": str(ahead)}
+            )
+            changes.reasons.append((w, "NOT_EVALUATED"))
+        self._unevaluated.clear()
+
+
+def _quota_failure(v: Verdict) -> Failure:
+    meta = {"resource": v.resource}
+    if v.quota:
+        meta["quota"] = v.quota
+    return Failure("NO_PLACEMENT" if v.code == "NO_CAPACITY" else v.code, v.message, meta)
