@@ -57,7 +57,7 @@ def get(url: str, key: str | None) -> tuple[int, dict[str, object]]:
 
 
 def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack: RunningStack) -> None:
-    info = stack.wait_ready("auth", "gateway", "envoy", timeout=90)
+    info = stack.wait_ready("auth", "scheduler", "gateway", "envoy", timeout=90)
     home = stack.home
     credentials = tomllib.loads((home / "credentials").read_text())
     envoy = info["services"]["envoy"]["address"]
@@ -66,13 +66,17 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     status = pai(home, "status", "--output", "json")
     assert status.returncode == 0, status.stdout + status.stderr
     assert {c["name"]: c["status"] for c in json.loads(status.stdout)["components"]} == dict.fromkeys(
-        ["auth", "gateway", "envoy", "nats"], "SERVING"
+        ["auth", "scheduler", "gateway", "envoy", "nats"], "SERVING"
     )
     assert pai(home, "gateway", "status").returncode == 0
     assert "prefix /pai.auth.v1." in pai(home, "gateway", "routes").stdout
 
     url = f"http://{envoy}/api/v1/workspaces/default"
     assert get(url, credentials["api_key"])[0] == 200
+    # the scheduler found this machine and serves it as the `local` group, through the gateway
+    code, nodes = get(f"http://{envoy}/api/v1/resourceGroups/local/nodes", credentials["api_key"])
+    assert code == 200 and nodes["nodes"][0]["source"] == "LOCAL"
+    assert int(nodes["nodes"][0]["cpuMilli"]) >= 1000
     code, body = get(url, None)
     assert code == 401 and body["code"] == 16
 

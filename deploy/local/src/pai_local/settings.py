@@ -35,7 +35,7 @@ SERVICES: Mapping[str, ServiceSpec] = {
 }
 
 # Only what is implemented starts by default; auth first, since every other service asks it.
-DEFAULT_SERVICES: tuple[str, ...] = ("auth", "gateway", "envoy")
+DEFAULT_SERVICES: tuple[str, ...] = ("auth", "scheduler", "gateway", "envoy")
 AUTH = "auth"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -213,9 +213,12 @@ class GroupScheduler:
         i = bisect_left(queue, _queue_key(w), key=lambda e: e[0])
         return i + 1 if i < len(queue) and queue[i][1] is w else 0
 
-    def requeue(self, w: Workload, now: dt.datetime) -> State:
-        """The owner gives the placement back (or acts on a preemption): back to PENDING."""
+    def requeue(self, w: Workload, now: dt.datetime, seq: int | None = None) -> State:
+        """The owner gives the placement back (or acts on a preemption): back to PENDING, at its old
+        place in the queue, or with `seq` behind everything queued since."""
         previous = w.transition(State.PENDING)
+        if seq is not None:
+            w.seq, w.enqueue_time = seq, now
         if previous in (State.ADMITTED, State.PREEMPTING):
             self._release(w)
         w.placements, w.preemption, w.requeue_count = (), None, w.requeue_count + 1
@@ -347,6 +350,44 @@ class GroupScheduler:
             return True
         usable = [m for m in n.gpu_models if not ps.allowed_gpu_models or m in ps.allowed_gpu_models]
         return len(usable) >= max(ps.gpu_count, 1)
+
+    # ---- explanations ------------------------------------------------------------------------
+
+    def explain_fit(self, w: Workload) -> list[PodSetFit]:
+        """How each pod set fits now: nodes rejected by each filter, and how many pods would place."""
+        out: list[PodSetFit] = []
+        placed: list[tuple[PodRequest, Placement]] = []
+        for ps in w.pod_sets:
+            fit = PodSetFit(ps.name, ps.count, nodes=len(self.nodes))
+            for n in self.placer.nodes:
+                info = self.nodes[n.name]
+                f, msg = _first_rejection(info, n, ps)
+                if f is None:
+                    fit.feasible += 1
+                else:
+                    count, example = fit.rejections.get(f, (0, msg))
+                    fit.rejections[f] = (count + 1, example)
+            mask = self._selector_mask(ps.node_selector)
+            for _ in range(ps.count):
+                p = self.placer.place(ps.pod, mask)
+                if p is None:
+                    break
+                placed.append((ps.pod, p))
+                fit.placeable += 1
+            out.append(fit)
+        for pod, p in reversed(placed):
+            self.placer.release(pod, p)
+        return out
+
+    def fragmented_gpu_milli(self) -> int:
+        """Free GPU milli that whole-card pods cannot use: the free part of partly used cards, and
+        free cards on nodes with no CPU left."""
+        total = 0
+        for n in self.placer.nodes:
+            for free in n.gpu_free:
+                if 0 < free < GPU_MILLI or (free == GPU_MILLI and n.cpu_free <= 0):
+                    total += free
+        return total
 
     # ---- preemption --------------------------------------------------------------------------
 
@@ -495,10 +536,34 @@ class GroupScheduler:
         v = self.workloads.get(name)
         return v is not None and v.holds
 
+    def _blocked_by(self, w: Workload) -> Workload | None:
+        """A waiting preemptor whose freed capacity `w` must not take (or a preemption loop starts):
+        `w` is one it could preempt, or in a quota it reclaims from and above its guarantee."""
+        for name in self._waiting:
+            p = self.workloads.get(name)
+            if p is None or p is w or p.state != State.PENDING:
+                continue
+            if w.quota == p.quota:
+                if w.priority < p.priority or (w.preemptible and not p.preemptible):
+                    return p
+                continue
+            victim_quotas = {self.workloads[v].quota for v in p.victims if v in self.workloads}
+            if w.quota in victim_quotas and not self.quotas.guaranteed(w.quota, w.request()):
+                return p
+        return None
+
     def _decide(self, w: Workload, now: dt.datetime, changes: Changes, *, preempt: bool) -> bool:
         """Try `w`; on failure maybe preempt; record the outcome. True when admitted."""
         if w.victims and any(self._holding(v) for v in w.victims):
             return False  # still waiting for its victims: nothing new to decide
+        blocker = self._blocked_by(w) if self._waiting else None
+        if blocker is not None:
+            previous = w.pending_code
+            why = f"capacity is being freed for {blocker.name}, which goes first"
+            if w.set_pending("QUEUED_BEHIND", why, {"ahead_count": "1", "preemptor": blocker.name}):
+                changes.reasons.append((w, previous))
+            self._unevaluated.discard(w.name)
+            return False
         result = self.try_admit(w)
         if not isinstance(result, Failure):
             self._dequeue(w)
@@ -550,6 +615,44 @@ class GroupScheduler:
             )
             changes.reasons.append((w, "NOT_EVALUATED"))
         self._unevaluated.clear()
+
+
+@dataclass
+class PodSetFit:
+    pod_set: str
+    count: int
+    nodes: int = 0
+    feasible: int = 0
+    placeable: int = 0
+    rejections: dict[str, tuple[int, str]] = field(default_factory=dict)  # filter -> (nodes, example)
+
+
+def _first_rejection(info: NodeInfo, n: Node, ps: PodSet) -> tuple[str | None, str]:
+    """The first placement filter that rejects one pod of `ps` on node `n` as it is now."""
+    if not info.schedulable:
+        return "UNSCHEDULABLE", f"node {n.name}: {'cordoned' if info.cordoned else 'not ready'}"
+    for k, v in ps.node_selector:
+        if info.labels.get(k) != v:
+            return "NODE_SELECTOR", f"node {n.name}: label {k} is not {v!r}"
+    gpus = ps.gpu_count or (1 if ps.gpu_milli else 0)
+    allowed = [
+        i for i, m in enumerate(n.gpu_models) if not ps.allowed_gpu_models or m in ps.allowed_gpu_models
+    ]
+    if gpus and not allowed:
+        models = ", ".join(sorted(set(n.gpu_models))) or "no GPUs"
+        return "GPU_MODEL", f"node {n.name}: {models}"
+    if ps.cpu_milli > n.cpu_free:
+        return "CPU", f"node {n.name}: {describe(CPU, n.cpu_free)} free, {describe(CPU, ps.cpu_milli)} needed"
+    if -(-ps.memory_bytes // MIB) > n.memory_free:
+        return "MEMORY", f"node {n.name}: {n.memory_free} MiB free, {ps.memory_bytes // MIB} MiB needed"
+    if ps.gpu_count:
+        free = sum(1 for i in allowed if n.gpu_free[i] == GPU_MILLI)
+        if free < ps.gpu_count:
+            return "GPU_COUNT", f"node {n.name}: {free} free cards, {ps.gpu_count} needed"
+    elif ps.gpu_milli and not any(n.gpu_free[i] >= ps.gpu_milli for i in allowed):
+        best = max(n.gpu_free[i] for i in allowed)
+        return "GPU_SHARE", f"node {n.name}: at most {best / GPU_MILLI:g} GPU free on one card"
+    return None, ""
 
 
 def _quota_failure(v: Verdict) -> Failure:

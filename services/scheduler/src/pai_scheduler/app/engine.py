@@ -1,0 +1,732 @@
+"""The scheduler's use cases and its decision loop, over one in-memory state.
+
+The scheduler is a single writer: every change (API call or scheduling cycle) runs under one lock,
+is written to the store with its events in one transaction, and only then applied to the state in
+memory. A failed commit leaves memory as it was (API calls) or reloads it from the store (cycles).
+At start the whole state is read back from the store, so a restart loses and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pai_common.db import utcnow
+from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_scheduler import mapping
+from pai_scheduler.db.store import UnitOfWork, UnitOfWorkFactory
+from pai_scheduler.domain.quota import QuotaSpec
+from pai_scheduler.domain.records import NodeRecord, QuotaRecord, ResourceGroup
+from pai_scheduler.domain.scheduling import Changes, GroupScheduler
+from pai_scheduler.domain.workload import State, Workload
+
+log = logging.getLogger(__name__)
+
+
+def check_etag(given: str, version: int) -> None:
+    from pai_common.errors import Aborted
+
+    if given and given != mapping.etag(version):
+        raise Aborted("ETAG_MISMATCH", "the resource changed since it was read; re-read and retry")
+
+
+@dataclass
+class DecisionStats:
+    admitted_total: int = 0
+    preempted_total: int = 0
+    attempts_total: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    admit_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    waits: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    last_cycle: dt.datetime | None = None
+
+
+class Scheduler:
+    """All of the scheduler's state and the operations on it."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.uow = uow
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.groups: dict[str, ResourceGroup] = {}
+        self.engines: dict[str, GroupScheduler] = {}
+        self.nodes: dict[str, dict[str, NodeRecord]] = {}
+        self.quotas: dict[str, QuotaRecord] = {}
+        self.workloads: dict[str, Workload] = {}
+        self.stats: dict[str, DecisionStats] = {}
+        self.seq = 0
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.cycles = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """(Re)build the whole state from the store."""
+        async with self.uow() as uow:
+            snap = await uow.store.load()
+            self.seq = await uow.store.max_seq()
+        self.groups = {g.id: g for g in snap.groups}
+        self.nodes = {g.id: {} for g in snap.groups}
+        for n in snap.nodes:
+            self.nodes.setdefault(n.resource_group, {})[n.id] = n
+        self.quotas = {q.name: q for q in snap.quotas}
+        self.workloads = {w.name: w for w in snap.workloads}
+        self.engines = {}
+        for g in snap.groups:
+            self._rebuild_group(g.id)
+        self.stats = {g: self.stats.get(g, DecisionStats()) for g in self.groups}
+
+    def _rebuild_group(self, rg: str) -> None:
+        group = self.groups[rg]
+        engine = GroupScheduler(group.name, [n.info() for n in self.nodes[rg].values()], group.policy)
+        specs = [q.spec for q in self.quotas.values() if q.resource_group == rg]
+        by_name = {s.name: s for s in specs}
+        done: set[str] = set()
+
+        def put(spec: QuotaSpec) -> None:  # parents first
+            if spec.name in done:
+                return
+            if spec.parent in by_name:
+                put(by_name[spec.parent])
+            engine.quotas.put(spec)
+            done.add(spec.name)
+
+        for spec in sorted(specs, key=lambda s: s.name):
+            put(spec)
+        for w in sorted(self.workloads.values(), key=lambda w: w.seq):
+            if w.resource_group == group.name:
+                engine.add(w)
+        self.engines[rg] = engine
+
+    def _reshape(self, rg: str) -> None:
+        """Node set or policy changed: rebuild the group's engine keeping its quotas and workloads."""
+        engine = self.engines[rg]
+        engine.nodes = {n.id: n.info() for n in self.nodes[rg].values()}
+        engine.policy = self.groups[rg].policy
+        engine.rebuild()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="scheduler-loop")
+        self.kick()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def kick(self) -> None:
+        """Run a scheduling cycle soon."""
+        self._kick.set()
+
+    # ---- the decision loop -------------------------------------------------------------------
+
+    def _next_deadline(self) -> float:
+        now = self.clock()
+        soonest = 5.0
+        for w in self.workloads.values():
+            if w.state == State.PREEMPTING and w.preemption is not None:
+                soonest = min(soonest, max(0.0, (w.preemption.deadline - now).total_seconds()))
+        return soonest
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self._next_deadline())
+            self._kick.clear()
+            try:
+                more = await self.run_cycle()
+            except Exception:
+                log.exception("scheduling cycle failed; reloading the state from the store")
+                async with self.lock:
+                    await self.load()
+                more = True
+                await asyncio.sleep(1.0)
+            if more:
+                self._kick.set()
+            await asyncio.sleep(0)  # let API calls in between cycles
+
+    async def run_cycle(self) -> bool:
+        """One cycle over every group; True when there is more to do at once."""
+        more = False
+        async with self.lock:
+            now = self.clock()
+            for rg, engine in self.engines.items():
+                started = time.perf_counter()
+                changes = engine.cycle(now)
+                elapsed = time.perf_counter() - started
+                stats = self.stats.setdefault(rg, DecisionStats())
+                stats.last_cycle = now
+                if changes.decisions:
+                    stats.attempts_total += changes.decisions
+                    stats.latencies.append(elapsed / changes.decisions)
+                if changes:
+                    try:
+                        await self._persist(changes, now, stats)
+                    except Exception:
+                        await self.load()
+                        raise
+                more = more or changes.more
+            self.cycles += 1
+        return more
+
+    async def _persist(self, changes: Changes, now: dt.datetime, stats: DecisionStats) -> None:
+        touched: dict[str, Workload] = {}
+        async with self.uow() as uow:
+            for w in changes.admitted:
+                touched[w.name] = w
+                await uow.outbox.add(mapping.workload_event("admitted", _bump(w, now), State.PENDING))
+            for w in changes.preempting:
+                touched[w.name] = w
+                await uow.outbox.add(mapping.workload_event("preempted", _bump(w, now), State.ADMITTED))
+            for w in changes.preempted:
+                touched[w.name] = w
+                await uow.outbox.add(mapping.workload_event("evicted", _bump(w, now), State.PREEMPTING))
+            for w, previous in changes.reasons:
+                if w.name in touched or w.pending_code == "QUEUED_BEHIND":
+                    continue  # where a workload waits in the queue is shown, not stored
+                touched[w.name] = w
+                await uow.outbox.add(
+                    mapping.workload_event(
+                        "pending_reason_changed",
+                        _bump(w, now),
+                        previous_pending_reason_code=mapping.W.PendingReasonCode.Value(
+                            previous or "NOT_EVALUATED"
+                        ),
+                    )
+                )
+            await uow.store.put_workloads(touched.values())
+            await uow.commit()
+        stats.admitted_total += len(changes.admitted)
+        stats.preempted_total += len(changes.preempting)
+        for w in changes.admitted:
+            if w.enqueue_time is not None:
+                stats.waits.append((now - w.enqueue_time).total_seconds())
+            stats.admit_times.append(time.monotonic())
+
+    # ---- lookups -----------------------------------------------------------------------------
+
+    def group(self, name: str) -> ResourceGroup:
+        rg = name.split("/")[1] if name.startswith("resourceGroups/") else name
+        g = self.groups.get(rg)
+        if g is None:
+            raise NotFound("RESOURCE_GROUP_NOT_FOUND", f"{name} does not exist", resource_group=name)
+        return g
+
+    def node(self, name: str) -> NodeRecord:
+        _, rg, _, nid = name.split("/")
+        self.group(rg)
+        n = self.nodes[rg].get(nid)
+        if n is None:
+            raise NotFound("NODE_NOT_FOUND", f"{name} does not exist", node=name)
+        return n
+
+    def quota(self, name: str) -> QuotaRecord:
+        q = self.quotas.get(name)
+        if q is None:
+            raise NotFound("QUOTA_NOT_FOUND", f"{name} does not exist", quota=name)
+        return q
+
+    async def workload(self, name: str) -> Workload:
+        w = self.workloads.get(name)
+        if w is not None:
+            return w
+        ws, wid = name.split("/")[1], name.rsplit("/", 1)[1]
+        async with self.uow() as uow:
+            stored = await uow.store.finished_workload(ws, wid)
+        if stored is None:
+            raise NotFound("WORKLOAD_NOT_FOUND", f"{name} does not exist", workload=name)
+        return stored
+
+    def engine_of(self, w: Workload) -> GroupScheduler:
+        return self.engines[w.resource_group.split("/")[1]]
+
+    def queue_position(self, w: Workload) -> int:
+        engine = self.engines.get(w.resource_group.split("/")[1])
+        return engine.queue_position(w) if engine is not None and w.name in engine.workloads else 0
+
+    # ---- resource groups ---------------------------------------------------------------------
+
+    async def create_group(self, group: ResourceGroup, request_id: str) -> ResourceGroup:
+        async with self.lock:
+            if group.id in self.groups:
+                existing = self.groups[group.id]
+                if request_id and await self._same_request("ResourceGroupRow", request_id):
+                    return existing
+                raise AlreadyExists(
+                    "RESOURCE_GROUP_ALREADY_EXISTS", f"{group.name} exists", resource_group=group.name
+                )
+            now = self.clock()
+            group.uid, group.create_time, group.update_time = str(uuid.uuid4()), now, now
+            async with self.uow() as uow:
+                await uow.store.put_group(group, request_id or None)
+                await uow.commit()
+            self.groups[group.id] = group
+            self.nodes[group.id] = {}
+            self.stats[group.id] = DecisionStats()
+            self._rebuild_group(group.id)
+            return group
+
+    async def _same_request(self, row: str, request_id: str) -> bool:
+        from pai_scheduler.db import rows
+
+        async with self.uow() as uow:
+            return await uow.store.by_request_id(getattr(rows, row), request_id) is not None
+
+    async def update_group(self, group: ResourceGroup) -> ResourceGroup:
+        async with self.lock:
+            now = self.clock()
+            group.version += 1
+            group.update_time = now
+            async with self.uow() as uow:
+                await uow.store.put_group(group)
+                await uow.commit()
+            self.groups[group.id] = group
+            self._reshape(group.id)
+        self.kick()
+        return group
+
+    async def delete_group(self, name: str, etag: str, force: bool) -> None:
+        from pai_scheduler.db.rows import NodeRow, QuotaRow, ResourceGroupRow
+
+        async with self.lock:
+            g = self.group(name)
+            check_etag(etag, g.version)
+            live = [w for w in self.workloads.values() if w.resource_group == g.name]
+            if (
+                live or self.nodes[g.id] or any(q.resource_group == g.id for q in self.quotas.values())
+            ) and not force:
+                raise FailedPrecondition(
+                    "RESOURCE_GROUP_NOT_EMPTY",
+                    f"{name} still has nodes, quotas or workloads; delete them first or use force",
+                    resource_group=name,
+                )
+            if live:
+                raise FailedPrecondition(
+                    "RESOURCE_GROUP_NOT_EMPTY",
+                    f"{name} has {len(live)} unfinished workloads",
+                    resource_group=name,
+                )
+            async with self.uow() as uow:
+                await uow.store.delete_nodes(g.id, list(self.nodes[g.id]))
+                for q in [q for q in self.quotas.values() if q.resource_group == g.id]:
+                    await uow.store.delete(QuotaRow, g.id, q.name.rsplit("/", 1)[1])
+                await uow.store.delete(ResourceGroupRow, g.id)
+                _ = NodeRow
+                await uow.commit()
+            for q in [q for q in self.quotas.values() if q.resource_group == g.id]:
+                del self.quotas[q.name]
+            del self.groups[g.id], self.nodes[g.id], self.engines[g.id]
+
+    # ---- nodes -------------------------------------------------------------------------------
+
+    async def put_nodes(
+        self, rg: str, nodes: list[NodeRecord], *, replace: bool = False, request_id: str = ""
+    ) -> tuple[int, int, int]:
+        """Register or update nodes (and with `replace`, delete the group's others): counts."""
+        async with self.lock:
+            g = self.group(rg)
+            now = self.clock()
+            current = self.nodes[g.id]
+            created = updated = 0
+            gone = [nid for nid in current if replace and nid not in {n.id for n in nodes}]
+            busy = self._busy_nodes(g)
+            for n in nodes:
+                old = current.get(n.id)
+                if (
+                    old is not None
+                    and n.id in busy
+                    and (
+                        n.cpu_milli < old.cpu_milli
+                        or n.memory_bytes < old.memory_bytes
+                        or len(n.gpus) < len(old.gpus)
+                    )
+                ):
+                    raise FailedPrecondition(
+                        "NODE_CAPACITY_BELOW_ALLOCATED",
+                        f"node {n.id} has workloads placed on it; its capacity cannot shrink",
+                        node=n.name,
+                    )
+            for nid in gone:
+                if nid in busy:
+                    raise FailedPrecondition(
+                        "NODE_HAS_WORKLOADS",
+                        f"node {nid} has workloads placed on it",
+                        node=f"{g.name}/nodes/{nid}",
+                    )
+            async with self.uow() as uow:
+                for n in nodes:
+                    old = current.get(n.id)
+                    if old is None:
+                        n.uid, n.create_time, n.version = str(uuid.uuid4()), now, 1
+                        created += 1
+                    else:
+                        n.uid, n.create_time, n.version = old.uid, old.create_time, old.version + 1
+                        n.ready, n.state_message = old.ready, old.state_message
+                        n.cordoned, n.cordon_reason = old.cordoned, old.cordon_reason
+                        updated += 1
+                    n.update_time = now
+                    n.report_time = n.report_time or now
+                    await uow.store.put_node(n, request_id if len(nodes) == 1 else None)
+                await uow.store.delete_nodes(g.id, gone)
+                await uow.commit()
+            for n in nodes:
+                current[n.id] = n
+            for nid in gone:
+                del current[nid]
+            self._reshape(g.id)
+        self.kick()
+        return created, updated, len(gone)
+
+    def _busy_nodes(self, g: ResourceGroup) -> set[str]:
+        return {
+            p.node
+            for w in self.workloads.values()
+            if w.resource_group == g.name and w.holds
+            for p in w.placements
+        }
+
+    async def change_node(self, name: str, etag: str, change: Callable[[NodeRecord], None]) -> NodeRecord:
+        async with self.lock:
+            n = self.node(name)
+            check_etag(etag, n.version)
+            import copy
+
+            new = copy.deepcopy(n)
+            change(new)
+            new.version += 1
+            new.update_time = self.clock()
+            async with self.uow() as uow:
+                await uow.store.put_node(new)
+                await uow.commit()
+            self.nodes[n.resource_group][n.id] = new
+            self._reshape(n.resource_group)
+        self.kick()
+        return new
+
+    async def delete_node(self, name: str, etag: str, force: bool) -> None:
+        from pai_scheduler.db.rows import NodeRow
+
+        async with self.lock:
+            n = self.node(name)
+            check_etag(etag, n.version)
+            g = self.groups[n.resource_group]
+            if n.id in self._busy_nodes(g):
+                if not force:
+                    raise FailedPrecondition(
+                        "NODE_HAS_WORKLOADS",
+                        f"{name} has workloads placed on it; cordon and drain it, or delete with force",
+                        node=name,
+                    )
+                await self._evict_from_node(g, n.id)
+            async with self.uow() as uow:
+                await uow.store.delete(NodeRow, n.resource_group, n.id)
+                await uow.commit()
+            del self.nodes[n.resource_group][n.id]
+            self._reshape(n.resource_group)
+        self.kick()
+
+    async def _evict_from_node(self, g: ResourceGroup, node_id: str) -> None:
+        """A node goes away: the workloads on it lose their resources at once (NODE_DELETED)."""
+        from pai_scheduler.domain.workload import Preemption
+
+        engine = self.engines[g.id]
+        now = self.clock()
+        victims = [
+            w for w in self.workloads.values() if w.holds and any(p.node == node_id for p in w.placements)
+        ]
+        async with self.uow() as uow:
+            for w in victims:
+                previous = w.state
+                engine.forget(w)
+                w.transition(State.PREEMPTED)
+                w.preemption = Preemption("NODE_DELETED", f"node {node_id} was deleted", "", now, now)
+                engine.add(w)
+                await uow.outbox.add(mapping.workload_event("evicted", _bump(w, now), previous))
+                await uow.store.put_workload(w)
+            await uow.commit()
+
+    # ---- quotas ------------------------------------------------------------------------------
+
+    async def put_quota(
+        self, record: QuotaRecord, *, create: bool, request_id: str = "", etag: str = ""
+    ) -> QuotaRecord:
+        from pai_scheduler.domain.quota import QuotaError
+
+        async with self.lock:
+            rg = record.resource_group
+            self.group(rg)
+            existing = self.quotas.get(record.name)
+            if create and existing is not None:
+                if request_id and await self._same_request("QuotaRow", request_id):
+                    return existing
+                raise AlreadyExists("QUOTA_ALREADY_EXISTS", f"{record.name} exists", quota=record.name)
+            if not create and existing is None:
+                raise NotFound("QUOTA_NOT_FOUND", f"{record.name} does not exist", quota=record.name)
+            engine = self.engines[rg]
+            if existing is not None:
+                check_etag(etag, existing.version)
+                record.spec.held = existing.spec.held
+            if record.spec.parent and record.spec.parent.split("/")[1] != rg:
+                raise InvalidArgument(
+                    "PARENT_QUOTA_NOT_FOUND",
+                    "the parent quota must be in the same resource group",
+                    violations=[FieldViolation("quota.parent", "must be a quota of the same resource group")],
+                )
+            if record.spec.parent:
+                charged = [w for w in self.workloads.values() if w.quota == record.spec.parent]
+                if charged:
+                    raise FailedPrecondition(
+                        "QUOTA_IN_USE",
+                        f"{record.spec.parent} has workloads charged to it and cannot get children",
+                        quota=record.spec.parent,
+                    )
+            try:
+                engine.quotas.validate(record.spec, replacing=record.name if existing else None)
+            except QuotaError as exc:
+                raise FailedPrecondition(exc.reason, str(exc), quota=record.name) from exc
+            now = self.clock()
+            if existing is None:
+                record.uid, record.create_time, record.version = str(uuid.uuid4()), now, 1
+            else:
+                record.uid, record.create_time, record.version = (
+                    existing.uid,
+                    existing.create_time,
+                    existing.version + 1,
+                )
+            record.update_time = now
+            verb = "created" if existing is None else "updated"
+            async with self.uow() as uow:
+                await uow.store.put_quota(record, request_id or None)
+                await uow.outbox.add(mapping.quota_event(verb, record))
+                await uow.commit()
+            self.quotas[record.name] = record
+            engine.quotas.put(record.spec)
+        self.kick()
+        return record
+
+    async def set_quota_held(self, name: str, etag: str, held: bool) -> QuotaRecord:
+        async with self.lock:
+            q = self.quota(name)
+            check_etag(etag, q.version)
+            if q.spec.held == held:
+                return q
+            import copy
+
+            new = copy.deepcopy(q)
+            new.spec.held = held
+            new.version += 1
+            new.update_time = self.clock()
+            async with self.uow() as uow:
+                await uow.store.put_quota(new)
+                await uow.outbox.add(mapping.quota_event("state_changed", new, q.spec.held))
+                await uow.commit()
+            self.quotas[name] = new
+            self.engines[new.resource_group].quotas.put(new.spec)
+        self.kick()
+        return new
+
+    async def delete_quota(self, name: str, etag: str) -> None:
+        from pai_scheduler.db.rows import QuotaRow
+
+        async with self.lock:
+            q = self.quota(name)
+            check_etag(etag, q.version)
+            engine = self.engines[q.resource_group]
+            if engine.quotas.children.get(name):
+                raise FailedPrecondition("QUOTA_HAS_CHILDREN", f"{name} has child quotas", quota=name)
+            if any(w.quota == name for w in self.workloads.values()):
+                raise FailedPrecondition("QUOTA_IN_USE", f"{name} has unfinished workloads", quota=name)
+            async with self.uow() as uow:
+                await uow.store.delete(QuotaRow, q.resource_group, name.rsplit("/", 1)[1])
+                await uow.outbox.add(mapping.quota_event("deleted", q))
+                await uow.commit()
+            del self.quotas[name]
+            engine.quotas.remove(name)
+
+    # ---- workloads ---------------------------------------------------------------------------
+
+    def resolve_quota(self, workspace: str, quota: str, resource_group: str) -> QuotaRecord:
+        if quota:
+            q = self.quota(quota)
+            if q.spec.workspace != workspace:
+                raise FailedPrecondition(
+                    "QUOTA_WORKSPACE_MISMATCH", f"{quota} is not a quota of {workspace}", quota=quota
+                )
+            if resource_group and q.resource_group != resource_group.split("/")[1]:
+                raise InvalidArgument(
+                    "RESOURCE_GROUP_MISMATCH",
+                    f"{quota} is not in {resource_group}",
+                    violations=[
+                        FieldViolation("workload.resource_group", f"does not match the quota {quota}")
+                    ],
+                )
+            return q
+        mine = [q for q in self.quotas.values() if q.spec.workspace == workspace]
+        if resource_group:
+            self.group(resource_group)
+            mine = [q for q in mine if q.resource_group == resource_group.split("/")[1]]
+        if not mine:
+            where = f" in {resource_group}" if resource_group else ""
+            raise FailedPrecondition(
+                "WORKSPACE_HAS_NO_QUOTA",
+                f"{workspace} has no quota{where}; ask an admin for one",
+                workspace=workspace,
+            )
+        if len(mine) > 1:
+            raise FailedPrecondition(
+                "WORKSPACE_QUOTA_AMBIGUOUS",
+                f"{workspace} has quotas in several resource groups; name the resource group or quota",
+                workspace=workspace,
+            )
+        return mine[0]
+
+    async def create_workload(self, w: Workload, request_id: str) -> Workload:
+        async with self.lock:
+            if w.name in self.workloads:
+                if request_id and await self._same_request("WorkloadRow", request_id):
+                    return self.workloads[w.name]
+                raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
+            ws, wid = w.name.split("/")[1], w.name.rsplit("/", 1)[1]
+            async with self.uow() as uow:
+                if request_id:
+                    from pai_scheduler.db.rows import WorkloadRow
+
+                    row = await uow.store.by_request_id(WorkloadRow, request_id)
+                    if row is not None:
+                        return await self.workload(f"workspaces/{row.workspace}/workloads/{row.id}")
+                if await uow.store.finished_workload(ws, wid) is not None:
+                    raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
+            q = self.quota(w.quota)
+            engine = self.engines[q.resource_group]
+            if engine.quotas.children.get(q.name):
+                raise FailedPrecondition(
+                    "QUOTA_HAS_CHILDREN",
+                    f"{q.name} has child quotas; charge workloads to a leaf quota",
+                    quota=q.name,
+                )
+            now = self.clock()
+            self.seq += 1
+            w.uid, w.seq = str(uuid.uuid4()), self.seq
+            w.create_time = w.update_time = w.enqueue_time = now
+            w.grace_seconds = min(w.grace_seconds, self.groups[q.resource_group].policy.max_grace)
+            async with self.uow() as uow:
+                await uow.store.put_workload(w, request_id or None)
+                await uow.outbox.add(mapping.workload_event("created", w))
+                await uow.commit()
+            self.workloads[w.name] = w
+            engine.add(w)
+        self.kick()
+        return w
+
+    async def update_workload(
+        self, name: str, etag: str, apply: Callable[[Workload], int | None]
+    ) -> Workload:
+        async with self.lock:
+            w = self.workloads.get(name)
+            if w is None:
+                raise (await self._finished_error(name, "updated"))
+            check_etag(etag, w.version)
+            priority = apply(w)
+            if priority is not None and priority != w.priority:
+                self.engine_of(w).reprioritise(w, priority)
+            async with self.uow() as uow:
+                await uow.outbox.add(mapping.workload_event("updated", _bump(w, self.clock())))
+                await uow.store.put_workload(w)
+                await uow.commit()
+        self.kick()
+        return w
+
+    async def _finished_error(self, name: str, verb: str) -> Exception:
+        await self.workload(name)  # NotFound when it never existed
+        return FailedPrecondition(
+            "ILLEGAL_STATE_TRANSITION", f"{name} is FINISHED and cannot be {verb}", workload=name
+        )
+
+    async def finish_workload(self, name: str, etag: str, outcome: str, message: str) -> Workload:
+        async with self.lock:
+            w = self.workloads.get(name)
+            if w is None:
+                done = await self.workload(name)
+                if done.outcome == outcome:
+                    return done
+                raise FailedPrecondition(
+                    "ILLEGAL_STATE_TRANSITION", f"{name} already finished as {done.outcome}", workload=name
+                )
+            check_etag(etag, w.version)
+            now = self.clock()
+            previous = self.engine_of(w).finish(w, outcome, message, now)
+            del self.workloads[name]
+            async with self.uow() as uow:
+                await uow.outbox.add(mapping.workload_event("finished", _bump(w, now), previous))
+                await uow.store.put_workload(w)
+                await uow.commit()
+        self.kick()
+        return w
+
+    async def requeue_workload(self, name: str, etag: str, reason: str, reset: bool) -> Workload:
+        async with self.lock:
+            w = self.workloads.get(name)
+            if w is None:
+                raise (await self._finished_error(name, "requeued"))
+            check_etag(etag, w.version)
+            if w.state == State.PENDING:
+                raise FailedPrecondition(
+                    "ILLEGAL_STATE_TRANSITION", f"{name} is PENDING: nothing to give back", workload=name
+                )
+            now = self.clock()
+            seq = None
+            if reset:
+                self.seq += 1
+                seq = self.seq
+            previous = self.engine_of(w).requeue(w, now, seq)
+            async with self.uow() as uow:
+                await uow.outbox.add(
+                    mapping.workload_event("requeued", _bump(w, now), previous, reason=reason)
+                )
+                await uow.store.put_workload(w)
+                await uow.commit()
+        self.kick()
+        return w
+
+    async def delete_workload(self, name: str, etag: str) -> None:
+        from pai_scheduler.db.rows import WorkloadRow
+
+        async with self.lock:
+            w = await self.workload(name)
+            check_etag(etag, w.version)
+            now = self.clock()
+            async with self.uow() as uow:
+                if w.name in self.workloads:
+                    if w.holds or w.state == State.PREEMPTED:
+                        previous = self.engine_of(w).finish(w, "CANCELLED", "deleted", now)
+                        await uow.outbox.add(mapping.workload_event("finished", _bump(w, now), previous))
+                    else:
+                        self.engine_of(w).forget(w)
+                await uow.outbox.add(mapping.workload_event("deleted", w))
+                await uow.store.delete(WorkloadRow, name.split("/")[1], name.rsplit("/", 1)[1])
+                await uow.commit()
+            self.workloads.pop(name, None)
+        self.kick()
+
+    async def finished(self, workspace: str | None) -> list[Workload]:
+        async with self.uow() as uow:
+            return await uow.store.finished_workloads(workspace)
+
+
+def _bump(w: Workload, now: dt.datetime) -> Workload:
+    w.version += 1
+    w.update_time = now
+    return w
+
+
+__all__ = ["Scheduler", "UnitOfWork"]

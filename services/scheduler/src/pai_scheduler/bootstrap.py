@@ -1,0 +1,123 @@
+"""The composition root: the only place that builds the scheduler's parts and wires them together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pathlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+
+from pai.scheduler.v1 import (
+    node_pb2_grpc,
+    quota_pb2_grpc,
+    resource_group_pb2_grpc,
+    stats_pb2_grpc,
+    workload_pb2_grpc,
+)
+from pai_common import db, events
+from pai_common.config import Settings
+from pai_common.grpc_client import channel
+from pai_common.grpc_server import GrpcServer, Servicer
+from pai_common.principal import Authorizer
+from pai_common.relay import Relay
+from pai_common.remote_auth import RemoteAuthorizer
+from pai_scheduler.api.servicers import (
+    NodeServicer,
+    QuotaServicer,
+    ResourceGroupServicer,
+    StatsServicer,
+    WorkloadServicer,
+)
+from pai_scheduler.app.engine import Scheduler
+from pai_scheduler.app.local import register_local_machine
+from pai_scheduler.db.rows import EVENTS
+from pai_scheduler.db.store import UnitOfWorkFactory
+from pai_scheduler.mapping import SOURCE
+
+log = logging.getLogger(__name__)
+MIGRATIONS = pathlib.Path(__file__).parent / "db" / "migrations"
+
+
+@dataclass
+class SchedulerApp:
+    """The running service, for `__main__` and the tests."""
+
+    settings: Settings
+    server: GrpcServer
+    relay: Relay
+    nats: NATS
+    scheduler: Scheduler
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+
+@contextlib.asynccontextmanager
+async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> AsyncIterator[SchedulerApp]:
+    """Start the scheduler: migrate, load the state, serve, decide; stop everything on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        engine = db.create_engine(settings.database_url, settings.database_schema)
+        stack.push_async_callback(engine.dispose)
+        await db.ensure_schema(engine, settings.database_schema)
+        await db.migrate(engine, MIGRATIONS, "alembic_version_scheduler")
+
+        nc = await nats.connect(settings.nats_url, name=f"pai-{settings.service}", max_reconnect_attempts=-1)
+        stack.push_async_callback(nc.close)
+        js = nc.jetstream()
+        await events.ensure_stream(js)
+        relay = Relay(engine, EVENTS.outbox, js)
+        uow = UnitOfWorkFactory(engine, SOURCE, relay.notify)
+        scheduler = Scheduler(uow)
+        await scheduler.load()
+        local = str(settings.get("local_node", "true")).lower() in ("1", "true", "yes")
+        if local:
+            await register_local_machine(scheduler, str(settings.get("local_group", "local")))
+
+        if authorizer is None:
+            auth_channel = channel(settings.auth_endpoint)
+            stack.push_async_callback(auth_channel.close)
+            authorizer = RemoteAuthorizer(auth_channel)
+        server = GrpcServer(
+            settings.listen,
+            [
+                Servicer(
+                    "pai.scheduler.v1.ResourceGroupService",
+                    ResourceGroupServicer(scheduler),
+                    resource_group_pb2_grpc.add_ResourceGroupServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.scheduler.v1.NodeService",
+                    NodeServicer(scheduler),
+                    node_pb2_grpc.add_NodeServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.scheduler.v1.QuotaService",
+                    QuotaServicer(scheduler),
+                    quota_pb2_grpc.add_QuotaServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.scheduler.v1.WorkloadService",
+                    WorkloadServicer(scheduler),
+                    workload_pb2_grpc.add_WorkloadServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.scheduler.v1.SchedulerStatsService",
+                    StatsServicer(scheduler),
+                    stats_pb2_grpc.add_SchedulerStatsServiceServicer_to_server,
+                ),
+            ],
+            domain=SOURCE,
+            authorizer=authorizer,
+        )
+        await relay.start()
+        stack.push_async_callback(relay.stop)
+        await scheduler.start()
+        stack.push_async_callback(scheduler.stop)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        yield SchedulerApp(settings, server, relay, nc, scheduler)
