@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from pai_common import db
 from pai_scheduler.bootstrap import MIGRATIONS
 from pai_scheduler.db.rows import Base
-from pai_common import db
 
 
 async def test_migrations_match_models_and_reapply(database: tuple[str, str]) -> None:
