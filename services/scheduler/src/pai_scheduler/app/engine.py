@@ -133,9 +133,10 @@ class Scheduler:
     def _next_deadline(self) -> float:
         now = self.clock()
         soonest = 5.0
-        for w in self.workloads.values():
-            if w.state == State.PREEMPTING and w.preemption is not None:
-                soonest = min(soonest, max(0.0, (w.preemption.deadline - now).total_seconds()))
+        for engine in self.engines.values():
+            deadline = engine.next_deadline()
+            if deadline is not None:
+                soonest = min(soonest, max(0.0, (deadline - now).total_seconds()))
         return soonest
 
     async def _loop(self) -> None:

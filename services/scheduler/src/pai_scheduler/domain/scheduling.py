@@ -106,6 +106,9 @@ class GroupScheduler:
         self._ever_fits: dict[object, bool] = {}
         self._unevaluated: set[str] = set()
         self._waiting: set[str] = set()  # pending workloads with victims being preempted for them
+        self._holders: set[str] = set()  # workloads holding a placement (ADMITTED, PREEMPTING)
+        self._epoch = 0  # bumped whenever capacity is taken or freed
+        self._no_victims: dict[str, int] = {}  # workload -> epoch at which no victims would do
         self._admit_seq = 0
         self.rebuild()
 
@@ -185,6 +188,7 @@ class GroupScheduler:
             del self.workloads[w.name]
         self._waiting.discard(w.name)
         self._unevaluated.discard(w.name)
+        self._no_victims.pop(w.name, None)
 
     def _enqueue(self, w: Workload) -> None:
         if w.pending_code == "NOT_EVALUATED":
@@ -240,12 +244,16 @@ class GroupScheduler:
         for p in w.placements:
             self.placer.reserve(pods[p.pod_set], Placement(p.pod_set, p.node, p.gpu_indices))
         self.quotas.charge(w.quota, w.usage())
+        self._holders.add(w.name)
+        self._epoch += 1
 
     def _release(self, w: Workload) -> None:
         pods = {ps.name: ps.pod for ps in w.pod_sets}
         for p in w.placements:
             self.placer.release(pods[p.pod_set], Placement(p.pod_set, p.node, p.gpu_indices))
         self.quotas.charge(w.quota, w.usage(), -1)
+        self._holders.discard(w.name)
+        self._epoch += 1
         self._failed.clear()  # freed capacity may fit gangs that failed before
 
     # ---- the decision ------------------------------------------------------------------------
@@ -398,7 +406,8 @@ class GroupScheduler:
         own_max = failure.code == "QUOTA_MAX_REACHED" and failure.metadata.get("quota") == w.quota
         path = [s.name for s in self.quotas.path(w.quota)]
         out: list[tuple[tuple[int, int, int, int], Workload]] = []
-        for c in self.workloads.values():
+        for name in self._holders:
+            c = self.workloads[name]
             if c.state != State.ADMITTED or c is w:
                 continue
             spot_first = c.preemptible and not w.preemptible
@@ -433,7 +442,12 @@ class GroupScheduler:
         return below_other[-1], below_mine or None
 
     def find_victims(self, w: Workload, failure: Failure) -> list[Workload]:
-        """The fewest victims (best first) whose removal lets `w` in; empty when none would."""
+        """The fewest victims (best first) whose removal lets `w` in; empty when none would.
+
+        A search that found nothing is not repeated until capacity is taken or freed."""
+        if self._no_victims.get(w.name) == self._epoch:
+            return []
+        epoch = self._epoch
         removed: list[Workload] = []
         found = False
         path = [s.name for s in self.quotas.path(w.quota)]
@@ -455,6 +469,9 @@ class GroupScheduler:
         for c in removed:
             self._reserve(c)
         self._failed.clear()
+        self._epoch = epoch  # the search changed nothing in the end
+        if not found:
+            self._no_victims[w.name] = epoch
         return removed if found else []
 
     def _keeps_min(self, c: Workload, path: list[str]) -> bool:
@@ -484,8 +501,18 @@ class GroupScheduler:
 
     # ---- the cycle ---------------------------------------------------------------------------
 
+    def next_deadline(self) -> dt.datetime | None:
+        """The soonest grace deadline of a workload being preempted."""
+        deadlines = [
+            w.preemption.deadline
+            for name in self._holders
+            if (w := self.workloads[name]).state == State.PREEMPTING and w.preemption is not None
+        ]
+        return min(deadlines, default=None)
+
     def expire(self, now: dt.datetime, changes: Changes) -> None:
-        for v in list(self.workloads.values()):
+        for name in sorted(self._holders):
+            v = self.workloads[name]
             if v.state == State.PREEMPTING and v.preemption and v.preemption.deadline <= now:
                 self._release(v)
                 v.transition(State.PREEMPTED)
@@ -571,6 +598,9 @@ class GroupScheduler:
             w.admit_time = now
             self._admit_seq += 1
             w.admit_seq = self._admit_seq
+            self._holders.add(w.name)
+            self._epoch += 1
+            self._no_victims.pop(w.name, None)
             w.clear_pending()
             self._waiting.discard(w.name)
             self._unevaluated.discard(w.name)
