@@ -374,3 +374,43 @@ def quota_event(verb: str, q: QuotaRecord, previous_held: bool | None = None) ->
         )
     cls = getattr(events_pb2, "Quota" + verb.capitalize())
     return event(f"pai.scheduler.quota.{verb}", cls(quota=snapshot))
+
+
+def group_event(verb: str, g: ResourceGroup) -> OutboxEvent:
+    """`pai.scheduler.resource_group.<verb>` with the group's settings (counts are not part of it)."""
+    snapshot = resource_group(
+        g, capacity={}, allocated={}, guaranteed={}, nodes=0, schedulable=0, pending=0, admitted=0
+    )
+    cls = getattr(events_pb2, "ResourceGroup" + verb.capitalize())
+    return event(f"pai.scheduler.resource_group.{verb}", cls(resource_group=snapshot))
+
+
+def node_event(verb: str, n: NodeRecord, previous: NodeRecord | None = None) -> OutboxEvent:
+    """`pai.scheduler.node.<verb>`: registered, updated (with the previous state) or deleted."""
+    snapshot = node(n, {}, [], [], 0)
+    if verb == "registered":
+        return event("pai.scheduler.node.registered", events_pb2.NodeRegistered(node=snapshot))
+    if verb == "deleted":
+        return event("pai.scheduler.node.deleted", events_pb2.NodeDeleted(node=snapshot))
+    prev = previous or n
+    return event(
+        "pai.scheduler.node.updated",
+        events_pb2.NodeUpdated(
+            node=snapshot,
+            previous_state=node_pb2.Node.READY if prev.ready else node_pb2.Node.NOT_READY,
+            previous_cordoned=prev.cordoned,
+        ),
+    )
+
+
+def nodes_imported(rg: str, created: int, updated: int, deleted: int, capacity: Amounts) -> OutboxEvent:
+    return event(
+        "pai.scheduler.node.imported",
+        events_pb2.NodesImported(
+            resource_group=f"resourceGroups/{rg}",
+            created_count=created,
+            updated_count=updated,
+            deleted_count=deleted,
+            capacity=resources(capacity),
+        ),
+    )

@@ -362,3 +362,14 @@ def test_state_rebuilds_from_workloads() -> None:
         fresh.add(w)
     assert fresh.placer.gpu_used_milli == g.placer.gpu_used_milli == 1500
     assert fresh.quotas.usage == g.quotas.usage
+
+
+def test_rebuilding_for_new_nodes_keeps_usage_exact() -> None:
+    g = two_teams()
+    ws = [wl(f"a{i}", "a") for i in range(3)]
+    submit(g, *ws)
+    before = {k: dict(v) for k, v in g.quotas.usage.items()}
+    g.nodes["extra"] = NodeInfo("extra", 32_000, 128 * GiB, ["A100"] * 4)
+    g.rebuild()
+    assert g.quotas.usage == before
+    assert g.placer.gpu_used_milli == 3000

@@ -261,7 +261,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         def change(n: NodeRecord) -> None:
             n.cordoned, n.cordon_reason = True, request.reason
 
-        return self.render(await self._s.change_node(request.name, request.etag, change))
+        return self.render(await self._s.change_node(request.name, request.etag, change, drain=request.drain))
 
     async def UncordonNode(self, request: node_pb2.UncordonNodeRequest, context: Ctx) -> node_pb2.Node:
         def change(n: NodeRecord) -> None:

@@ -270,6 +270,7 @@ class Scheduler:
             group.uid, group.create_time, group.update_time = str(uuid.uuid4()), now, now
             async with self.uow() as uow:
                 await uow.store.put_group(group, request_id or None)
+                await uow.outbox.add(mapping.group_event("created", group))
                 await uow.commit()
             self.groups[group.id] = group
             self.nodes[group.id] = {}
@@ -290,6 +291,7 @@ class Scheduler:
             group.update_time = now
             async with self.uow() as uow:
                 await uow.store.put_group(group)
+                await uow.outbox.add(mapping.group_event("updated", group))
                 await uow.commit()
             self.groups[group.id] = group
             self._reshape(group.id)
@@ -297,7 +299,7 @@ class Scheduler:
         return group
 
     async def delete_group(self, name: str, etag: str, force: bool) -> None:
-        from pai_scheduler.db.rows import NodeRow, QuotaRow, ResourceGroupRow
+        from pai_scheduler.db.rows import QuotaRow, ResourceGroupRow
 
         async with self.lock:
             g = self.group(name)
@@ -322,7 +324,7 @@ class Scheduler:
                 for q in [q for q in self.quotas.values() if q.resource_group == g.id]:
                     await uow.store.delete(QuotaRow, g.id, q.name.rsplit("/", 1)[1])
                 await uow.store.delete(ResourceGroupRow, g.id)
-                _ = NodeRow
+                await uow.outbox.add(mapping.group_event("deleted", g))
                 await uow.commit()
             for q in [q for q in self.quotas.values() if q.resource_group == g.id]:
                 del self.quotas[q.name]
@@ -379,6 +381,11 @@ class Scheduler:
                     n.report_time = n.report_time or now
                     await uow.store.put_node(n, request_id if len(nodes) == 1 else None)
                 await uow.store.delete_nodes(g.id, gone)
+                if len(nodes) == 1 and not gone:
+                    await uow.outbox.add(mapping.node_event("registered" if created else "updated", nodes[0]))
+                else:
+                    capacity = GroupScheduler.capacity_of([n.info() for n in nodes])
+                    await uow.outbox.add(mapping.nodes_imported(g.id, created, updated, len(gone), capacity))
                 await uow.commit()
             for n in nodes:
                 current[n.id] = n
@@ -396,7 +403,10 @@ class Scheduler:
             for p in w.placements
         }
 
-    async def change_node(self, name: str, etag: str, change: Callable[[NodeRecord], None]) -> NodeRecord:
+    async def change_node(
+        self, name: str, etag: str, change: Callable[[NodeRecord], None], *, drain: bool = False
+    ) -> NodeRecord:
+        """Change a node; with `drain`, every workload on it gets a preemption notice (NODE_DRAINED)."""
         async with self.lock:
             n = self.node(name)
             check_etag(etag, n.version)
@@ -404,11 +414,24 @@ class Scheduler:
 
             new = copy.deepcopy(n)
             change(new)
+            now = self.clock()
             new.version += 1
-            new.update_time = self.clock()
-            async with self.uow() as uow:
-                await uow.store.put_node(new)
-                await uow.commit()
+            new.update_time = now
+            victims = self.engines[n.resource_group].drain(n.id, now) if drain else []
+            try:
+                async with self.uow() as uow:
+                    await uow.store.put_node(new)
+                    await uow.outbox.add(mapping.node_event("updated", new, n))
+                    for v in victims:
+                        await uow.outbox.add(
+                            mapping.workload_event("preempted", _bump(v, now), State.ADMITTED)
+                        )
+                        await uow.store.put_workload(v)
+                    await uow.commit()
+            except Exception:
+                if victims:
+                    await self.load()
+                raise
             self.nodes[n.resource_group][n.id] = new
             self._reshape(n.resource_group)
         self.kick()
@@ -431,6 +454,7 @@ class Scheduler:
                 await self._evict_from_node(g, n.id)
             async with self.uow() as uow:
                 await uow.store.delete(NodeRow, n.resource_group, n.id)
+                await uow.outbox.add(mapping.node_event("deleted", n))
                 await uow.commit()
             del self.nodes[n.resource_group][n.id]
             self._reshape(n.resource_group)

@@ -130,21 +130,26 @@ class GroupScheduler:
         for i, node in enumerate(self.placer.nodes):
             for model in set(node.gpu_models):
                 self._model_masks.setdefault(model, np.zeros(len(self.placer.nodes), np.bool_))[i] = True
-        capacity: dict[str, int] = {CPU: 0, MEMORY: 0, GPU: 0}
-        for n in self.nodes.values():
-            if not n.ready:
-                continue
-            capacity[CPU] += n.cpu_milli
-            capacity[MEMORY] += n.memory_bytes
-            capacity[GPU] += GPU_MILLI * len(n.gpu_models)
-            for m in n.gpu_models:
-                capacity[gpu_model_key(m)] = capacity.get(gpu_model_key(m), 0) + GPU_MILLI
-        self.quotas.capacity = capacity
+        self.quotas.capacity = self.capacity_of([n for n in self.nodes.values() if n.ready])
+        for name in self.quotas.usage:  # recharged below, with the placements
+            self.quotas.usage[name] = {}
         for w in self.workloads.values():
             if w.holds:
                 self._reserve(w)
         self._failed.clear()
         self._ever_fits.clear()
+
+    @staticmethod
+    def capacity_of(nodes: Iterable[NodeInfo]) -> dict[str, int]:
+        """What `nodes` hold together, per resource (and per GPU model)."""
+        capacity: dict[str, int] = {CPU: 0, MEMORY: 0, GPU: 0}
+        for n in nodes:
+            capacity[CPU] += n.cpu_milli
+            capacity[MEMORY] += n.memory_bytes
+            capacity[GPU] += GPU_MILLI * len(n.gpu_models)
+            for m in n.gpu_models:
+                capacity[gpu_model_key(m)] = capacity.get(gpu_model_key(m), 0) + GPU_MILLI
+        return capacity
 
     def _maybe_refresh_policy(self) -> None:
         """Relearn the typical pod shapes when the mix has grown by half since the last build."""
@@ -498,6 +503,19 @@ class GroupScheduler:
             v.transition(State.PREEMPTING)
             v.preemption = Preemption(reason, why, w.name, now, now + dt.timedelta(seconds=grace))
             changes.preempting.append(v)
+
+    def drain(self, node_id: str, now: dt.datetime) -> list[Workload]:
+        """Give every workload placed on `node_id` a preemption notice (NODE_DRAINED)."""
+        victims = []
+        for name in sorted(self._holders):
+            v = self.workloads[name]
+            if v.state == State.ADMITTED and any(p.node == node_id for p in v.placements):
+                grace = min(v.grace_seconds or self.policy.default_grace, self.policy.max_grace)
+                v.transition(State.PREEMPTING)
+                why = f"node {node_id} is being drained"
+                v.preemption = Preemption("NODE_DRAINED", why, "", now, now + dt.timedelta(seconds=grace))
+                victims.append(v)
+        return victims
 
     # ---- the cycle ---------------------------------------------------------------------------
 
