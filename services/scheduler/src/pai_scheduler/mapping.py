@@ -91,12 +91,9 @@ def policy_from(msg: resource_group_pb2.SchedulingPolicy, base: Policy | None = 
         placement=names.get(msg.placement_policy, base.placement),
         seed=msg.tie_break_seed,
         lookahead=msg.lookahead_depth or base.lookahead,
-        default_grace=msg.default_preemption_grace_period.ToTimedelta().total_seconds()
-        if msg.HasField("default_preemption_grace_period")
-        else base.default_grace,
-        max_grace=msg.max_preemption_grace_period.ToTimedelta().total_seconds()
-        if msg.HasField("max_preemption_grace_period")
-        else base.max_grace,
+        # an unset or zero duration means the default, as the proto says
+        default_grace=msg.default_preemption_grace_period.ToTimedelta().total_seconds() or base.default_grace,
+        max_grace=msg.max_preemption_grace_period.ToTimedelta().total_seconds() or base.max_grace,
         preemption=not msg.preemption_disabled,
         budget=base.budget,
     )

@@ -160,14 +160,13 @@ async def test_small_workload_admitted_past_a_large_one_with_its_reason(client: 
 async def test_fractional_gpus_share_and_never_overcommit_and_model_quota(client: Client) -> None:
     await client.group()
     await client.node("a100", gpus=2, model="A100")
-    await client.node("t4", gpus=1, model="T4")
+    await client.node("t4", gpus=2, model="T4")
     await client.quota("team", "team", models={"A100": 1000})
     for i in range(10):
         await client.submit("team", f"tenth{i}", milli=100, models=("T4",), cpu=100)
     placed = [await client.admitted("team", f"tenth{i}") for i in range(10)]
-    assert {(p.placements[0].node, tuple(p.placements[0].gpu_indices)) for p in placed} == {
-        ("resourceGroups/gpu/nodes/t4", (0,))
-    }
+    cards = {(p.placements[0].node, tuple(p.placements[0].gpu_indices)) for p in placed}
+    assert len(cards) == 1 and next(iter(cards))[0] == "resourceGroups/gpu/nodes/t4"  # one card, shared
     for i in range(10):
         await client.workloads.FinishWorkload(
             workload_pb2.FinishWorkloadRequest(
@@ -175,8 +174,10 @@ async def test_fractional_gpus_share_and_never_overcommit_and_model_quota(client
             )
         )
     await client.submit("team", "seven", milli=700, models=("T4",))
-    await client.admitted("team", "seven")
-    await client.submit("team", "eight", milli=800, models=("T4",))  # 0.3 free on the only T4 card
+    await client.submit("team", "half", milli=500, models=("T4",))
+    seven, half = await client.admitted("team", "seven"), await client.admitted("team", "half")
+    assert seven.placements[0].gpu_indices != half.placements[0].gpu_indices
+    await client.submit("team", "eight", milli=800, models=("T4",))  # 0.3 and 0.5 free: 0.8, on no card
     eight = await client.pending("team", "eight", W.NO_PLACEMENT)
     assert eight.pending_reason == "no T4 card with 0.8 GPU free"
     # per-model quota: one A100 card at most

@@ -93,10 +93,13 @@ def test_gang_is_admitted_whole_or_holds_nothing() -> None:
     fits = wl("fits", pods=3)
     submit(g, fits)
     assert fits.state == State.ADMITTED and len({p.node for p in fits.placements}) == 3
-    huge = wl("huge", pods=4, gpus=2)
+    huge = wl("huge", pods=5)
     submit(g, huge)
     assert huge.pending_code == "EXCEEDS_LIMITS"
-    assert huge.pending_reason == "request of 8 gpu exceeds the resource group's capacity"
+    assert huge.pending_reason == "request of 5 gpu exceeds the resource group's capacity"
+    double = wl("double", gpus=2)  # two cards on one node: no node has two
+    submit(g, double)
+    assert double.pending_code == "NO_MATCHING_NODE"
 
 
 def test_two_half_gangs_never_deadlock() -> None:
@@ -373,3 +376,82 @@ def test_rebuilding_for_new_nodes_keeps_usage_exact() -> None:
     g.rebuild()
     assert g.quotas.usage == before
     assert g.placer.gpu_used_milli == 3000
+
+
+def test_spot_never_preempts_on_demand_work() -> None:
+    g = sched(gpu_nodes(1, gpus=1), quota("team", "team"))
+    on_demand = wl("on-demand", priority=0)
+    submit(g, on_demand)
+    spot = wl("spot", priority=5, spot=True)
+    changes = submit(g, spot)
+    assert not changes.preempting and on_demand.state == State.ADMITTED
+
+
+def test_cordoned_nodes_count_only_for_what_they_still_hold() -> None:
+    nodes = gpu_nodes(2, gpus=4)
+    g = sched(nodes, quota("team", "team"))
+    running = wl("running", gpus=3)
+    submit(g, running)
+    node = running.placements[0].node
+    g.nodes[node].cordoned = True
+    g.rebuild()
+    assert g.quotas.capacity["gpu"] == 4000 + 3000
+    fits = wl("fits", gpus=4)
+    submit(g, fits)
+    assert fits.state == State.ADMITTED and fits.placements[0].node != node
+    g.finish(running, "SUCCEEDED", "", NOW)
+    assert g.quotas.capacity["gpu"] == 4000
+
+
+def test_reasons_given_before_an_admission_are_refreshed() -> None:
+    g = sched(gpu_nodes(1, gpus=8), quota("team", "team", max={"gpu": 8000}))
+    submit(g, wl("six", gpus=6))
+    big = wl("big", gpus=4)  # tried first: not enough free GPUs
+    small = wl("small", gpus=2)  # admitted after it, which makes big's reason stale
+    changes = submit(g, big, small)
+    assert small.state == State.ADMITTED and changes.more
+    g.cycle(NOW)
+    assert big.pending_code == "QUOTA_MAX_REACHED"
+
+
+def test_reclaim_never_takes_a_nested_quota_below_its_min() -> None:
+    g = sched(
+        gpu_nodes(4, gpus=4),
+        quota("org-a", min={"gpu": 8000}),
+        quota("b", "b", min={"gpu": 8000}),
+        quota("a1", "a1", parent="org-a", min={"gpu": 4000}),
+        quota("a2", "a2", parent="org-a", min={"gpu": 4000}),
+    )
+    a1 = [wl(f"a1x{i}", "a1", gpus=4) for i in range(1)]
+    a2 = [wl(f"a2x{i}", "a2", gpus=4) for i in range(2)]
+    submit(g, *a1, *a2)
+    assert all(w.state == State.ADMITTED for w in a1 + a2)  # org-a holds 12 of 16, a2 borrows 4
+    claim = wl("claim", "b", gpus=4, pods=2)
+    changes = submit(g, claim)
+    assert [v.quota.rsplit("/", 1)[1] for v in changes.preempting] == ["a2"]
+    assert a1[0].state == State.ADMITTED
+
+
+def test_per_model_guarantee_is_reclaimed() -> None:
+    nodes = gpu_nodes(1, gpus=4, model="A100", prefix="a") + gpu_nodes(1, gpus=4, model="T4", prefix="t")
+    g = sched(nodes, quota("x", "x"), quota("y", "y", min={"gpu/A100": 4000}))
+    hog = wl("hog", "x", gpus=4, models=("A100",))
+    submit(g, hog)
+    assert hog.state == State.ADMITTED
+    mine = wl("mine", "y", gpus=4, models=("A100",))
+    changes = submit(g, mine)
+    assert [v.name for v in changes.preempting] == [hog.name]
+
+
+def test_preemptor_stops_waiting_when_its_victims_are_gone_even_if_readmitted() -> None:
+    g = sched(gpu_nodes(1, gpus=2), quota("team", "team"), default_grace=60.0)
+    low = [wl("low0", priority=0), wl("low1", priority=0)]
+    submit(g, *low)
+    high = wl("high", gpus=2, priority=9)
+    changes = submit(g, high)
+    assert {v.name for v in changes.preempting} == {w.name for w in low}
+    g.requeue(low[0], NOW)  # acted on the notice; it may not take the card back while high waits
+    g.cycle(NOW)
+    assert low[0].state == State.PENDING and high.state == State.PENDING
+    g.cycle(NOW + dt.timedelta(seconds=61))
+    assert high.state == State.ADMITTED

@@ -192,11 +192,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         rg = request.parent.split("/")[1]
         self._s.group(rg)
         existing = self._s.nodes[rg].get(request.node_id)
-        if existing is not None:
+        n = self.record(rg, request.node_id, request.node)
+        if existing is not None and (existing.source, existing.provider_id) != (n.source, n.provider_id):
             from pai_common.errors import AlreadyExists
 
             raise AlreadyExists("NODE_ALREADY_EXISTS", f"{existing.name} exists", node=existing.name)
-        n = self.record(rg, request.node_id, request.node)
+        # the same source and provider id registering again (an agent restarting) refreshes the node
         await self._s.put_nodes(rg, [n], request_id=request.request_id)
         return self.render(self._s.nodes[rg][n.id])
 
@@ -235,22 +236,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             if new is not None:
                 n.gpus = new.gpus
 
-        probe = copy.deepcopy(current)
-        change(probe)
-        if (
-            probe.cpu_milli < current.cpu_milli
-            or probe.memory_bytes < current.memory_bytes
-            or len(probe.gpus) < len(current.gpus)
-        ):
-            busy = self._s._busy_nodes(self._s.groups[current.resource_group])
-            if current.id in busy:
-                from pai_common.errors import FailedPrecondition
-
-                raise FailedPrecondition(
-                    "NODE_CAPACITY_BELOW_ALLOCATED",
-                    f"{current.name} has workloads placed on it; its capacity cannot shrink",
-                    node=current.name,
-                )
         return self.render(await self._s.change_node(m.name, m.etag, change))
 
     async def DeleteNode(self, request: node_pb2.DeleteNodeRequest, context: Ctx) -> empty_pb2.Empty:
@@ -409,10 +394,13 @@ def quota_usage(s: Scheduler, q: QuotaRecord) -> quota_pb2.QuotaUsage:
     spec = q.spec
     borrowed = {r: v - spec.min.get(r, 0) for r, v in used.items() if v > spec.min.get(r, 0)}
     lent: Amounts = {}
+    siblings = [c for c in tree.children.get(spec.parent, []) if c != q.name]
     for r, lo in spec.min.items():
         idle = max(0, lo - used.get(r, 0))
         limit = spec.lending_limit.get(r)
-        lent[r] = idle if limit is None else min(idle, limit)
+        lendable = idle if limit is None else min(idle, limit)
+        taken = sum(max(0, tree.usage[c].get(r, 0) - tree.specs[c].min.get(r, 0)) for c in siblings)
+        lent[r] = min(lendable, taken)
     subtree = set(tree.subtree(q.name))
     pending: Amounts = {}
     counts = {"pending": 0, "admitted": 0, "preempting": 0}

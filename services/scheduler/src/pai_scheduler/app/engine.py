@@ -15,11 +15,20 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from pai_common.db import utcnow
-from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_common.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from pai_scheduler import mapping
 from pai_scheduler.db.store import UnitOfWork, UnitOfWorkFactory
 from pai_scheduler.domain.quota import QuotaSpec
@@ -31,8 +40,6 @@ log = logging.getLogger(__name__)
 
 
 def check_etag(given: str, version: int) -> None:
-    from pai_common.errors import Aborted
-
     if given and given != mapping.etag(version):
         raise Aborted("ETAG_MISMATCH", "the resource changed since it was read; re-read and retry")
 
@@ -65,6 +72,42 @@ class Scheduler:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.cycles = 0
+        self.dirty = False  # memory may differ from the store (a failed write); reload before use
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """The writer lock, with the state known to match the store."""
+        async with self.lock:
+            if self.dirty:
+                await self._recover()
+                if self.dirty:
+                    raise Unavailable(
+                        "STORE_UNAVAILABLE", "the scheduler's store is unavailable; retry later"
+                    )
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[UnitOfWork]:
+        """A unit of work whose failure puts memory back to what the store holds (changes made to
+        memory before the commit are undone by reloading)."""
+        try:
+            async with self.uow() as uow:
+                yield uow
+        except DomainError as exc:
+            if isinstance(exc, Aborted):
+                await self._recover()
+            raise
+        except BaseException:
+            await self._recover()
+            raise
+
+    async def _recover(self) -> None:
+        try:
+            await self.load()
+            self.dirty = False
+        except Exception:
+            self.dirty = True
+            log.exception("cannot reload the scheduler's state from the store")
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -83,6 +126,22 @@ class Scheduler:
         for g in snap.groups:
             self._rebuild_group(g.id)
         self.stats = {g: self.stats.get(g, DecisionStats()) for g in self.groups}
+        await self._report_orphans()
+
+    async def _report_orphans(self) -> None:
+        """Workloads whose stored placement no longer fits its node lost it: store and publish that."""
+        orphans = [w for e in self.engines.values() for w in e.orphans]
+        if not orphans:
+            return
+        now = self.clock()
+        async with self.uow() as uow:
+            for w in orphans:
+                log.warning("%s lost its placement: %s", w.name, w.preemption.message if w.preemption else "")
+                await uow.outbox.add(mapping.workload_event("evicted", _bump(w, now), State.ADMITTED))
+                await uow.store.put_workload(w)
+            await uow.commit()
+        for e in self.engines.values():
+            e.orphans.clear()
 
     def _rebuild_group(self, rg: str) -> None:
         group = self.groups[rg]
@@ -146,10 +205,10 @@ class Scheduler:
             self._kick.clear()
             try:
                 more = await self.run_cycle()
-            except Exception:
-                log.exception("scheduling cycle failed; reloading the state from the store")
+            except Exception:  # the loop must outlive any failure: back off, reload, go on
+                log.exception("scheduling cycle failed; the state is reloaded from the store")
                 async with self.lock:
-                    await self.load()
+                    await self._recover()
                 more = True
                 await asyncio.sleep(1.0)
             if more:
@@ -159,7 +218,7 @@ class Scheduler:
     async def run_cycle(self) -> bool:
         """One cycle over every group; True when there is more to do at once."""
         more = False
-        async with self.lock:
+        async with self._locked():
             now = self.clock()
             for rg, engine in self.engines.items():
                 started = time.perf_counter()
@@ -171,18 +230,14 @@ class Scheduler:
                     stats.attempts_total += changes.decisions
                     stats.latencies.append(elapsed / changes.decisions)
                 if changes:
-                    try:
-                        await self._persist(changes, now, stats)
-                    except Exception:
-                        await self.load()
-                        raise
+                    await self._persist(changes, now, stats)
                 more = more or changes.more
             self.cycles += 1
         return more
 
     async def _persist(self, changes: Changes, now: dt.datetime, stats: DecisionStats) -> None:
         touched: dict[str, Workload] = {}
-        async with self.uow() as uow:
+        async with self._write() as uow:
             for w in changes.admitted:
                 touched[w.name] = w
                 await uow.outbox.add(mapping.workload_event("admitted", _bump(w, now), State.PENDING))
@@ -224,7 +279,14 @@ class Scheduler:
         return g
 
     def node(self, name: str) -> NodeRecord:
-        _, rg, _, nid = name.split("/")
+        parts = name.split("/")
+        if len(parts) != 4 or parts[0] != "resourceGroups" or parts[2] != "nodes":
+            raise InvalidArgument(
+                "INVALID_ARGUMENT",
+                f"{name!r} is not a node name (resourceGroups/{{group}}/nodes/{{node}})",
+                violations=[FieldViolation("name", "must be resourceGroups/{group}/nodes/{node}")],
+            )
+        _, rg, _, nid = parts
         self.group(rg)
         n = self.nodes[rg].get(nid)
         if n is None:
@@ -241,6 +303,13 @@ class Scheduler:
         w = self.workloads.get(name)
         if w is not None:
             return w
+        parts = name.split("/")
+        if len(parts) != 4 or parts[0] != "workspaces" or parts[2] != "workloads":
+            raise InvalidArgument(
+                "INVALID_ARGUMENT",
+                f"{name!r} is not a workload name (workspaces/{{workspace}}/workloads/{{workload}})",
+                violations=[FieldViolation("name", "must be workspaces/{workspace}/workloads/{workload}")],
+            )
         ws, wid = name.split("/")[1], name.rsplit("/", 1)[1]
         async with self.uow() as uow:
             stored = await uow.store.finished_workload(ws, wid)
@@ -258,17 +327,17 @@ class Scheduler:
     # ---- resource groups ---------------------------------------------------------------------
 
     async def create_group(self, group: ResourceGroup, request_id: str) -> ResourceGroup:
-        async with self.lock:
+        async with self._locked():
             if group.id in self.groups:
                 existing = self.groups[group.id]
-                if request_id and await self._same_request("ResourceGroupRow", request_id):
+                if await self._same_request("ResourceGroupRow", request_id, id=group.id):
                     return existing
                 raise AlreadyExists(
                     "RESOURCE_GROUP_ALREADY_EXISTS", f"{group.name} exists", resource_group=group.name
                 )
             now = self.clock()
             group.uid, group.create_time, group.update_time = str(uuid.uuid4()), now, now
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.put_group(group, request_id or None)
                 await uow.outbox.add(mapping.group_event("created", group))
                 await uow.commit()
@@ -278,18 +347,31 @@ class Scheduler:
             self._rebuild_group(group.id)
             return group
 
-    async def _same_request(self, row: str, request_id: str) -> bool:
+    async def _same_request(self, row: str, request_id: str, **key: str) -> bool:
+        """Whether `request_id` created the resource with `key` (a retry); an id that created
+        something else is a conflict."""
         from pai_scheduler.db import rows
 
+        if not request_id:
+            return False
         async with self.uow() as uow:
-            return await uow.store.by_request_id(getattr(rows, row), request_id) is not None
+            found = await uow.store.by_request_id(getattr(rows, row), request_id)
+        if found is None:
+            return False
+        if all(getattr(found, k) == v for k, v in key.items()):
+            return True
+        raise InvalidArgument(
+            "REQUEST_ID_CONFLICT",
+            "request_id was already used for another request",
+            violations=[FieldViolation("request_id", "already used for another request")],
+        )
 
     async def update_group(self, group: ResourceGroup) -> ResourceGroup:
-        async with self.lock:
+        async with self._locked():
             now = self.clock()
             group.version += 1
             group.update_time = now
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.put_group(group)
                 await uow.outbox.add(mapping.group_event("updated", group))
                 await uow.commit()
@@ -301,7 +383,7 @@ class Scheduler:
     async def delete_group(self, name: str, etag: str, force: bool) -> None:
         from pai_scheduler.db.rows import QuotaRow, ResourceGroupRow
 
-        async with self.lock:
+        async with self._locked():
             g = self.group(name)
             check_etag(etag, g.version)
             live = [w for w in self.workloads.values() if w.resource_group == g.name]
@@ -319,7 +401,7 @@ class Scheduler:
                     f"{name} has {len(live)} unfinished workloads",
                     resource_group=name,
                 )
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.delete_nodes(g.id, list(self.nodes[g.id]))
                 for q in [q for q in self.quotas.values() if q.resource_group == g.id]:
                     await uow.store.delete(QuotaRow, g.id, q.name.rsplit("/", 1)[1])
@@ -336,7 +418,7 @@ class Scheduler:
         self, rg: str, nodes: list[NodeRecord], *, replace: bool = False, request_id: str = ""
     ) -> tuple[int, int, int]:
         """Register or update nodes (and with `replace`, delete the group's others): counts."""
-        async with self.lock:
+        async with self._locked():
             g = self.group(rg)
             now = self.clock()
             current = self.nodes[g.id]
@@ -344,20 +426,10 @@ class Scheduler:
             gone = [nid for nid in current if replace and nid not in {n.id for n in nodes}]
             busy = self._busy_nodes(g)
             for n in nodes:
-                old = current.get(n.id)
-                if (
-                    old is not None
-                    and n.id in busy
-                    and (
-                        n.cpu_milli < old.cpu_milli
-                        or n.memory_bytes < old.memory_bytes
-                        or len(n.gpus) < len(old.gpus)
-                    )
-                ):
+                why = self.engines[g.id].can_host(n.info()) if n.id in busy else ""
+                if why:
                     raise FailedPrecondition(
-                        "NODE_CAPACITY_BELOW_ALLOCATED",
-                        f"node {n.id} has workloads placed on it; its capacity cannot shrink",
-                        node=n.name,
+                        "NODE_CAPACITY_BELOW_ALLOCATED", f"node {n.id} cannot change so: {why}", node=n.name
                     )
             for nid in gone:
                 if nid in busy:
@@ -366,7 +438,7 @@ class Scheduler:
                         f"node {nid} has workloads placed on it",
                         node=f"{g.name}/nodes/{nid}",
                     )
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 for n in nodes:
                     old = current.get(n.id)
                     if old is None:
@@ -407,7 +479,7 @@ class Scheduler:
         self, name: str, etag: str, change: Callable[[NodeRecord], None], *, drain: bool = False
     ) -> NodeRecord:
         """Change a node; with `drain`, every workload on it gets a preemption notice (NODE_DRAINED)."""
-        async with self.lock:
+        async with self._locked():
             n = self.node(name)
             check_etag(etag, n.version)
             import copy
@@ -417,30 +489,29 @@ class Scheduler:
             now = self.clock()
             new.version += 1
             new.update_time = now
-            victims = self.engines[n.resource_group].drain(n.id, now) if drain else []
-            try:
-                async with self.uow() as uow:
-                    await uow.store.put_node(new)
-                    await uow.outbox.add(mapping.node_event("updated", new, n))
-                    for v in victims:
-                        await uow.outbox.add(
-                            mapping.workload_event("preempted", _bump(v, now), State.ADMITTED)
-                        )
-                        await uow.store.put_workload(v)
-                    await uow.commit()
-            except Exception:
-                if victims:
-                    await self.load()
-                raise
+            engine = self.engines[n.resource_group]
+            why = engine.can_host(new.info())
+            if why:
+                raise FailedPrecondition(
+                    "NODE_CAPACITY_BELOW_ALLOCATED", f"{name} cannot change so: {why}", node=name
+                )
+            victims = engine.drain(n.id, now) if drain else []
+            async with self._write() as uow:
+                await uow.store.put_node(new)
+                await uow.outbox.add(mapping.node_event("updated", new, n))
+                for v in victims:
+                    await uow.outbox.add(mapping.workload_event("preempted", _bump(v, now), State.ADMITTED))
+                    await uow.store.put_workload(v)
+                await uow.commit()
             self.nodes[n.resource_group][n.id] = new
-            self._reshape(n.resource_group)
+            engine.update_node(new.info())
         self.kick()
         return new
 
     async def delete_node(self, name: str, etag: str, force: bool) -> None:
         from pai_scheduler.db.rows import NodeRow
 
-        async with self.lock:
+        async with self._locked():
             n = self.node(name)
             check_etag(etag, n.version)
             g = self.groups[n.resource_group]
@@ -452,7 +523,7 @@ class Scheduler:
                         node=name,
                     )
                 await self._evict_from_node(g, n.id)
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.delete(NodeRow, n.resource_group, n.id)
                 await uow.outbox.add(mapping.node_event("deleted", n))
                 await uow.commit()
@@ -462,20 +533,14 @@ class Scheduler:
 
     async def _evict_from_node(self, g: ResourceGroup, node_id: str) -> None:
         """A node goes away: the workloads on it lose their resources at once (NODE_DELETED)."""
-        from pai_scheduler.domain.workload import Preemption
-
         engine = self.engines[g.id]
         now = self.clock()
         victims = [
             w for w in self.workloads.values() if w.holds and any(p.node == node_id for p in w.placements)
         ]
-        async with self.uow() as uow:
+        async with self._write() as uow:
             for w in victims:
-                previous = w.state
-                engine.forget(w)
-                w.transition(State.PREEMPTED)
-                w.preemption = Preemption("NODE_DELETED", f"node {node_id} was deleted", "", now, now)
-                engine.add(w)
+                previous = engine.evict(w, "NODE_DELETED", f"node {node_id} was deleted", now)
                 await uow.outbox.add(mapping.workload_event("evicted", _bump(w, now), previous))
                 await uow.store.put_workload(w)
             await uow.commit()
@@ -487,12 +552,13 @@ class Scheduler:
     ) -> QuotaRecord:
         from pai_scheduler.domain.quota import QuotaError
 
-        async with self.lock:
+        async with self._locked():
             rg = record.resource_group
             self.group(rg)
             existing = self.quotas.get(record.name)
             if create and existing is not None:
-                if request_id and await self._same_request("QuotaRow", request_id):
+                rg_id, quota_id = record.resource_group, record.name.rsplit("/", 1)[1]
+                if await self._same_request("QuotaRow", request_id, resource_group=rg_id, id=quota_id):
                     return existing
                 raise AlreadyExists("QUOTA_ALREADY_EXISTS", f"{record.name} exists", quota=record.name)
             if not create and existing is None:
@@ -530,7 +596,7 @@ class Scheduler:
                 )
             record.update_time = now
             verb = "created" if existing is None else "updated"
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.put_quota(record, request_id or None)
                 await uow.outbox.add(mapping.quota_event(verb, record))
                 await uow.commit()
@@ -540,7 +606,7 @@ class Scheduler:
         return record
 
     async def set_quota_held(self, name: str, etag: str, held: bool) -> QuotaRecord:
-        async with self.lock:
+        async with self._locked():
             q = self.quota(name)
             check_etag(etag, q.version)
             if q.spec.held == held:
@@ -551,7 +617,7 @@ class Scheduler:
             new.spec.held = held
             new.version += 1
             new.update_time = self.clock()
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.put_quota(new)
                 await uow.outbox.add(mapping.quota_event("state_changed", new, q.spec.held))
                 await uow.commit()
@@ -563,7 +629,7 @@ class Scheduler:
     async def delete_quota(self, name: str, etag: str) -> None:
         from pai_scheduler.db.rows import QuotaRow
 
-        async with self.lock:
+        async with self._locked():
             q = self.quota(name)
             check_etag(etag, q.version)
             engine = self.engines[q.resource_group]
@@ -571,7 +637,7 @@ class Scheduler:
                 raise FailedPrecondition("QUOTA_HAS_CHILDREN", f"{name} has child quotas", quota=name)
             if any(w.quota == name for w in self.workloads.values()):
                 raise FailedPrecondition("QUOTA_IN_USE", f"{name} has unfinished workloads", quota=name)
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.delete(QuotaRow, q.resource_group, name.rsplit("/", 1)[1])
                 await uow.outbox.add(mapping.quota_event("deleted", q))
                 await uow.commit()
@@ -616,19 +682,26 @@ class Scheduler:
         return mine[0]
 
     async def create_workload(self, w: Workload, request_id: str) -> Workload:
-        async with self.lock:
+        async with self._locked():
             if w.name in self.workloads:
-                if request_id and await self._same_request("WorkloadRow", request_id):
+                ws, wid = w.name.split("/")[1], w.name.rsplit("/", 1)[1]
+                if await self._same_request("WorkloadRow", request_id, workspace=ws, id=wid):
                     return self.workloads[w.name]
                 raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
             ws, wid = w.name.split("/")[1], w.name.rsplit("/", 1)[1]
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 if request_id:
                     from pai_scheduler.db.rows import WorkloadRow
 
                     row = await uow.store.by_request_id(WorkloadRow, request_id)
+                    if row is not None and (row.workspace, row.id) == (ws, wid):
+                        return await self.workload(w.name)  # a retry of a create that finished since
                     if row is not None:
-                        return await self.workload(f"workspaces/{row.workspace}/workloads/{row.id}")
+                        raise InvalidArgument(
+                            "REQUEST_ID_CONFLICT",
+                            "request_id was already used for another request",
+                            violations=[FieldViolation("request_id", "already used for another request")],
+                        )
                 if await uow.store.finished_workload(ws, wid) is not None:
                     raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
             q = self.quota(w.quota)
@@ -644,7 +717,7 @@ class Scheduler:
             w.uid, w.seq = str(uuid.uuid4()), self.seq
             w.create_time = w.update_time = w.enqueue_time = now
             w.grace_seconds = min(w.grace_seconds, self.groups[q.resource_group].policy.max_grace)
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.store.put_workload(w, request_id or None)
                 await uow.outbox.add(mapping.workload_event("created", w))
                 await uow.commit()
@@ -656,7 +729,7 @@ class Scheduler:
     async def update_workload(
         self, name: str, etag: str, apply: Callable[[Workload], int | None]
     ) -> Workload:
-        async with self.lock:
+        async with self._locked():
             w = self.workloads.get(name)
             if w is None:
                 raise (await self._finished_error(name, "updated"))
@@ -664,7 +737,7 @@ class Scheduler:
             priority = apply(w)
             if priority is not None and priority != w.priority:
                 self.engine_of(w).reprioritise(w, priority)
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.outbox.add(mapping.workload_event("updated", _bump(w, self.clock())))
                 await uow.store.put_workload(w)
                 await uow.commit()
@@ -678,7 +751,7 @@ class Scheduler:
         )
 
     async def finish_workload(self, name: str, etag: str, outcome: str, message: str) -> Workload:
-        async with self.lock:
+        async with self._locked():
             w = self.workloads.get(name)
             if w is None:
                 done = await self.workload(name)
@@ -691,7 +764,7 @@ class Scheduler:
             now = self.clock()
             previous = self.engine_of(w).finish(w, outcome, message, now)
             del self.workloads[name]
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.outbox.add(mapping.workload_event("finished", _bump(w, now), previous))
                 await uow.store.put_workload(w)
                 await uow.commit()
@@ -699,7 +772,7 @@ class Scheduler:
         return w
 
     async def requeue_workload(self, name: str, etag: str, reason: str, reset: bool) -> Workload:
-        async with self.lock:
+        async with self._locked():
             w = self.workloads.get(name)
             if w is None:
                 raise (await self._finished_error(name, "requeued"))
@@ -714,7 +787,7 @@ class Scheduler:
                 self.seq += 1
                 seq = self.seq
             previous = self.engine_of(w).requeue(w, now, seq)
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 await uow.outbox.add(
                     mapping.workload_event("requeued", _bump(w, now), previous, reason=reason)
                 )
@@ -726,11 +799,11 @@ class Scheduler:
     async def delete_workload(self, name: str, etag: str) -> None:
         from pai_scheduler.db.rows import WorkloadRow
 
-        async with self.lock:
+        async with self._locked():
             w = await self.workload(name)
             check_etag(etag, w.version)
             now = self.clock()
-            async with self.uow() as uow:
+            async with self._write() as uow:
                 if w.name in self.workloads:
                     if w.holds or w.state == State.PREEMPTED:
                         previous = self.engine_of(w).finish(w, "CANCELLED", "deleted", now)

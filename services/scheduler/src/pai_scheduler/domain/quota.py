@@ -153,6 +153,14 @@ class QuotaTree:
                         f"min ({describe(res, pmin)})",
                     )
         if replacing:
+            children = [self.specs[c] for c in self.children.get(replacing, [])]
+            for res, lo in spec.min.items():
+                total = sum(c.min.get(res, 0) for c in children)
+                if total > lo:
+                    raise QuotaError(
+                        "QUOTA_MIN_EXCEEDS_PARENT",
+                        f"the children's min of {res} ({describe(res, total)}) would exceed this min",
+                    )
             for child in self.children.get(replacing, []):
                 c = self.specs[child]
                 for res, hi in c.max.items():

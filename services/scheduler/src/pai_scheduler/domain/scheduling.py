@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from pai_scheduler.domain.placement import Placement, Placer, make_policy
 from pai_scheduler.domain.quota import CPU, GPU, MEMORY, QuotaTree, Verdict, describe, gpu_model_key
-from pai_scheduler.domain.resources import GPU_MILLI, Node, PodRequest
+from pai_scheduler.domain.resources import GPU_MILLI, Node, PlacementError, PodRequest
 from pai_scheduler.domain.workload import MIB, PodPlacement, PodSet, Preemption, State, Workload
 
 Mask = npt.NDArray[np.bool_]
@@ -61,7 +61,7 @@ class Policy:
     default_grace: float = 30.0
     max_grace: float = 3600.0
     preemption: bool = True
-    budget: int = 2000  # decisions per cycle; the rest waits for the next cycle
+    budget: int = 256  # decisions per cycle (under the lock); the rest waits for the next cycle
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,8 @@ def _queue_key(w: Workload) -> tuple[int, int, str]:
 class GroupScheduler:
     """The scheduling state of one resource group: nodes, quotas, workloads, queues."""
 
+    MAX_CANDIDATES = 1024  # victims considered per preemption search, best ranked first
+
     def __init__(self, name: str, nodes: Iterable[NodeInfo] = (), policy: Policy | None = None) -> None:
         self.name = name
         self.policy = policy or Policy()
@@ -110,6 +112,7 @@ class GroupScheduler:
         self._epoch = 0  # bumped whenever capacity is taken or freed
         self._no_victims: dict[str, int] = {}  # workload -> epoch at which no victims would do
         self._admit_seq = 0
+        self.orphans: list[Workload] = []  # lost their placement on a rebuild; the engine reports them
         self.rebuild()
 
     # ---- inventory ---------------------------------------------------------------------------
@@ -130,14 +133,72 @@ class GroupScheduler:
         for i, node in enumerate(self.placer.nodes):
             for model in set(node.gpu_models):
                 self._model_masks.setdefault(model, np.zeros(len(self.placer.nodes), np.bool_))[i] = True
-        self.quotas.capacity = self.capacity_of([n for n in self.nodes.values() if n.ready])
+        # capacity: the schedulable nodes, plus whatever workloads still hold on the others
+        self._base_capacity = self.capacity_of([n for n in self.nodes.values() if n.schedulable])
+        self._held_elsewhere: dict[str, int] = {}
+        self.quotas.capacity = dict(self._base_capacity)
         for name in self.quotas.usage:  # recharged below, with the placements
             self.quotas.usage[name] = {}
-        for w in self.workloads.values():
+        for w in list(self.workloads.values()):
             if w.holds:
-                self._reserve(w)
+                self._reserve_or_orphan(w)
         self._failed.clear()
         self._ever_fits.clear()
+
+    def can_host(self, info: NodeInfo) -> str:
+        """Why a new version `info` of a node cannot keep what is placed on it ('' when it can)."""
+        cpu = memory = 0
+        cards = [0] * len(info.gpu_models)
+        for name in self._holders:
+            w = self.workloads[name]
+            by_set = {ps.name: ps for ps in w.pod_sets}
+            for p in w.placements:
+                if p.node != info.id:
+                    continue
+                cpu += by_set[p.pod_set].cpu_milli
+                memory += by_set[p.pod_set].memory_bytes
+                for i in p.gpu_indices:
+                    if i >= len(cards):
+                        return f"card {i} holds pods of {w.name}"
+                    if info.gpu_models[i] != p.gpu_model:
+                        return f"card {i} holds pods of {w.name} placed on a {p.gpu_model}"
+                    cards[i] += p.gpu_milli
+        if cpu > info.cpu_milli or memory > info.memory_bytes:
+            return f"its pods hold {describe(CPU, cpu)} and {describe(MEMORY, memory)}"
+        if any(c > GPU_MILLI for c in cards):
+            return "its cards are allocated beyond a whole card"
+        return ""
+
+    def update_node(self, info: NodeInfo) -> None:
+        """A node was added or changed: flags and labels in place, capacity changes by a rebuild."""
+        old = self.nodes.get(info.id)
+        self.nodes[info.id] = info
+        if old is None or (old.cpu_milli, old.memory_bytes, old.gpu_models) != (
+            info.cpu_milli,
+            info.memory_bytes,
+            info.gpu_models,
+        ):
+            self.rebuild()
+            return
+        self.placer.set_schedulable(info.id, info.schedulable)
+        self._selector_masks.clear()
+        self._base_capacity = self.capacity_of([n for n in self.nodes.values() if n.schedulable])
+        self._held_elsewhere = {}
+        self.quotas.capacity = dict(self._base_capacity)
+        for name in self._holders:
+            self._count_elsewhere(self.workloads[name], 1)
+        self._failed.clear()
+        self._ever_fits.clear()
+        self._epoch += 1
+
+    def evict(self, w: Workload, reason: str, message: str, now: dt.datetime) -> State:
+        """Take `w`'s resources away at once (its node is gone): PREEMPTED, for the owner to act on."""
+        previous = w.state
+        if w.holds:
+            self._release(w)
+        w.transition(State.PREEMPTED)
+        w.preemption = Preemption(reason, message, "", now, now)
+        return previous
 
     @staticmethod
     def capacity_of(nodes: Iterable[NodeInfo]) -> dict[str, int]:
@@ -150,6 +211,28 @@ class GroupScheduler:
             for m in n.gpu_models:
                 capacity[gpu_model_key(m)] = capacity.get(gpu_model_key(m), 0) + GPU_MILLI
         return capacity
+
+    def _count_elsewhere(self, w: Workload, sign: int) -> None:
+        """Keep what `w` holds on cordoned or not-ready nodes in the group's capacity."""
+        by_set = {ps.name: ps for ps in w.pod_sets}
+        held: dict[str, int] = {}
+        for p in w.placements:
+            node = self.nodes.get(p.node)
+            if node is None or node.schedulable:
+                continue
+            ps = by_set[p.pod_set]
+            gpu = p.gpu_milli * len(p.gpu_indices)
+            for key, amount in ((CPU, ps.cpu_milli), (MEMORY, ps.memory_bytes), (GPU, gpu)):
+                held[key] = held.get(key, 0) + amount
+            if gpu and p.gpu_model:
+                held[gpu_model_key(p.gpu_model)] = held.get(gpu_model_key(p.gpu_model), 0) + gpu
+        if held:
+            for key, amount in held.items():
+                self._held_elsewhere[key] = self._held_elsewhere.get(key, 0) + sign * amount
+            self.quotas.capacity = {
+                k: self._base_capacity.get(k, 0) + self._held_elsewhere.get(k, 0)
+                for k in self._base_capacity.keys() | self._held_elsewhere.keys()
+            }
 
     def _maybe_refresh_policy(self) -> None:
         """Relearn the typical pod shapes when the mix has grown by half since the last build."""
@@ -182,7 +265,19 @@ class GroupScheduler:
         if w.state == State.PENDING:
             self._enqueue(w)
         elif w.holds:
+            self._reserve_or_orphan(w)
+
+    def _reserve_or_orphan(self, w: Workload) -> None:
+        """Re-place a holding workload (start, node change); if its placement no longer fits the
+        node it names, it loses it (PREEMPTED, NODE_DELETED) and lands in `orphans` for the owner."""
+        try:
             self._reserve(w)
+        except PlacementError as exc:
+            now = w.admit_time or dt.datetime.now(dt.UTC)
+            w.transition(State.PREEMPTED)
+            w.preemption = Preemption("NODE_DELETED", str(exc), "", now, now)
+            self._holders.discard(w.name)
+            self.orphans.append(w)
 
     def forget(self, w: Workload) -> None:
         """Stop tracking a workload (finished or deleted); free what it holds."""
@@ -245,12 +340,24 @@ class GroupScheduler:
         return previous
 
     def _reserve(self, w: Workload) -> None:
+        """Take what `w`'s placements say, all of it or (raising PlacementError) nothing."""
         pods = {ps.name: ps.pod for ps in w.pod_sets}
-        for p in w.placements:
-            self.placer.reserve(pods[p.pod_set], Placement(p.pod_set, p.node, p.gpu_indices))
+        done: list[tuple[PodRequest, Placement]] = []
+        try:
+            for p in w.placements:
+                placement = Placement(p.pod_set, p.node, p.gpu_indices)
+                if p.node not in self.nodes:
+                    raise PlacementError(f"node {p.node} is gone")
+                self.placer.reserve(pods[p.pod_set], placement)
+                done.append((pods[p.pod_set], placement))
+        except (PlacementError, KeyError) as exc:
+            for pod, placement in reversed(done):
+                self.placer.release(pod, placement)
+            raise PlacementError(f"{w.name} no longer fits where it was placed: {exc}") from exc
         self.quotas.charge(w.quota, w.usage())
         self._holders.add(w.name)
         self._epoch += 1
+        self._count_elsewhere(w, 1)
 
     def _release(self, w: Workload) -> None:
         pods = {ps.name: ps.pod for ps in w.pod_sets}
@@ -258,6 +365,7 @@ class GroupScheduler:
             self.placer.release(pods[p.pod_set], Placement(p.pod_set, p.node, p.gpu_indices))
         self.quotas.charge(w.quota, w.usage(), -1)
         self._holders.discard(w.name)
+        self._count_elsewhere(w, -1)
         self._epoch += 1
         self._failed.clear()  # freed capacity may fit gangs that failed before
 
@@ -265,6 +373,13 @@ class GroupScheduler:
 
     def try_admit(self, w: Workload, *, commit: bool = True) -> tuple[PodPlacement, ...] | Failure:
         """Admit `w` whole (quota and placement) or change nothing and say why not."""
+        for ps in w.pod_sets:  # a pod no node could ever host: say so before anything else
+            if not self._ever_fits_somewhere(ps):
+                return Failure(
+                    "NO_MATCHING_NODE",
+                    f"no schedulable node can ever host a pod of {ps.name}",
+                    {"pod_set": ps.name},
+                )
         request = w.request()
         verdict = self.quotas.check(w.quota, request)
         if not verdict.fits:
@@ -334,11 +449,6 @@ class GroupScheduler:
                 f"quota max reached for gpu/{model} in {spec.label}",
                 {"quota": w.quota, "resource": f"gpu/{model}"},
             )
-        ever = self._ever_fits.get(ps)
-        if ever is None:
-            ever = self._ever_fits[ps] = any(self._fits_empty(n, ps) for n in self.nodes.values())
-        if not ever:
-            return Failure("NO_MATCHING_NODE", f"no schedulable node can ever host a pod of {ps.name}", meta)
         models = "/".join(ps.allowed_gpu_models) if ps.allowed_gpu_models else "GPU"
         if ps.gpu_count:
             what = f"no node with {ps.gpu_count} free {models} card{'s' if ps.gpu_count > 1 else ''}"
@@ -352,6 +462,12 @@ class GroupScheduler:
         if index or len(w.pod_sets) > 1 or ps.count > 1:
             what += f" (gang: {index} of {ps.count} {ps.name} pods fit now, all are needed)"
         return Failure("NO_PLACEMENT", what, meta)
+
+    def _ever_fits_somewhere(self, ps: PodSet) -> bool:
+        ever = self._ever_fits.get(ps)
+        if ever is None:
+            ever = self._ever_fits[ps] = any(self._fits_empty(n, ps) for n in self.nodes.values())
+        return ever
 
     @staticmethod
     def _fits_empty(n: NodeInfo, ps: PodSet) -> bool:
@@ -419,6 +535,8 @@ class GroupScheduler:
             if c.quota == w.quota:
                 if q.within_quota == "NEVER" or not (spot_first or c.priority < w.priority):
                     continue
+                if w.preemptible and not c.preemptible:
+                    continue  # spot never preempts on-demand work, whatever the priorities
                 borrower = False
             else:
                 if own_max or q.reclaim == "NEVER" or (w.preemptible and not c.preemptible):
@@ -431,7 +549,7 @@ class GroupScheduler:
                 managed = [self.quotas.guaranteed(s, request) for s in side_q]
                 if not all(managed) or not self.quotas.borrowing(side_c, managed[-1]):
                     continue
-                borrower = True
+                borrower = self.quotas.borrowing(c.quota, managed[-1])  # its own quota over its min
             rank = (0 if spot_first else 1, 0 if borrower else 1, c.priority, -c.admit_seq)
             out.append((rank, c))
         out.sort(key=lambda e: e[0])
@@ -449,44 +567,85 @@ class GroupScheduler:
     def find_victims(self, w: Workload, failure: Failure) -> list[Workload]:
         """The fewest victims (best first) whose removal lets `w` in; empty when none would.
 
-        A search that found nothing is not repeated until capacity is taken or freed."""
+        Candidates are released in rank order and the gang is tried at exponentially spaced counts
+        (1, 2, 4, ...); the shortest sufficient prefix is then found by bisection, and every victim
+        in it the gang does not need is given back. So a search costs O(log n + victims) gang
+        trials, not one per candidate. A search that found nothing is not repeated until capacity
+        is taken or freed.
+        """
         if self._no_victims.get(w.name) == self._epoch:
             return []
         epoch = self._epoch
-        removed: list[Workload] = []
-        found = False
         path = [s.name for s in self.quotas.path(w.quota)]
-        for c in self._candidates(w, failure):
+        removed: list[Workload] = []
+        released = 0  # removed[:released] are released now
+
+        def fits() -> bool:
+            return not isinstance(self.try_admit(w, commit=False), Failure)
+
+        def release_prefix(k: int) -> None:
+            nonlocal released
+            while released < k:
+                self._release(removed[released])
+                released += 1
+            while released > k:
+                released -= 1
+                self._reserve(removed[released])
+
+        known_short, enough, checkpoint = 0, 0, 1
+        for c in self._candidates(w, failure)[: self.MAX_CANDIDATES]:
             if c.quota != w.quota and not self._keeps_min(c, path):
                 continue
-            self._release(c)
             removed.append(c)
-            if not isinstance(self.try_admit(w, commit=False), Failure):
-                found = True
-                break
-        if found:
-            for c in reversed(removed[:-1]):  # give back every victim the gang does not need
-                self._reserve(c)
-                if isinstance(self.try_admit(w, commit=False), Failure):
-                    self._release(c)
+            release_prefix(len(removed))
+            if len(removed) == checkpoint:
+                if fits():
+                    enough = len(removed)
+                    break
+                known_short, checkpoint = len(removed), 2 * checkpoint
+        else:
+            if len(removed) > known_short and fits():
+                enough = len(removed)
+        victims: list[Workload] = []
+        if enough:
+            while enough - known_short > 1:
+                middle = (known_short + enough) // 2
+                release_prefix(middle)
+                if fits():
+                    enough = middle
                 else:
-                    removed.remove(c)
-        for c in removed:
-            self._reserve(c)
+                    known_short = middle
+            release_prefix(enough)
+            victims = removed[:enough]
+            for c in reversed(victims[:-1]):  # give back every victim the gang does not need
+                self._reserve(c)
+                if fits():
+                    victims.remove(c)
+                else:
+                    self._release(c)
+            for c in victims:  # the search changes nothing: the preemption does, with notices
+                self._reserve(c)
+            released = 0
+            removed = [c for c in removed if c not in victims]
+        release_prefix(0)
         self._failed.clear()
-        self._epoch = epoch  # the search changed nothing in the end
-        if not found:
+        self._epoch = epoch
+        if not victims:
             self._no_victims[w.name] = epoch
-        return removed if found else []
+        return victims
 
     def _keeps_min(self, c: Workload, path: list[str]) -> bool:
-        """Reclaiming `c` must not take its side of the tree below its `min` in any resource."""
-        side, _ = self._sides(c.quota, path)
-        spec, used = self.quotas.specs[side], self.quotas.usage[side]
-        for res, v in c.usage().items():
-            lo = spec.min.get(res, 0)
-            if used.get(res, 0) >= lo and used.get(res, 0) - v < lo:
-                return False
+        """Reclaiming `c` must take no quota on its side of the tree (its own up to the child of the
+        common ancestor) below its `min` in any resource."""
+        mine = set(path)
+        for spec in self.quotas.path(c.quota):
+            if spec.name in mine:
+                break
+            used = self.quotas.usage[spec.name]
+            for res, v in c.usage().items():
+                lo = spec.min.get(res, 0)
+                if used.get(res, 0) >= lo and used.get(res, 0) - v < lo:
+                    return False
         return True
 
     def _preempt(self, victims: list[Workload], w: Workload, now: dt.datetime, changes: Changes) -> None:
@@ -548,7 +707,7 @@ class GroupScheduler:
             w
             for name in self._waiting
             if (w := self.workloads[name]).state == State.PENDING
-            and not any(self._holding(v) for v in w.victims)
+            and not any(self._holding(v, w.name) for v in w.victims)
         ]
         for w in sorted(nominated, key=_queue_key):
             budget -= 1
@@ -572,14 +731,18 @@ class GroupScheduler:
                 heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos, failures))
             elif failures + 1 < self.policy.lookahead:
                 heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos + 1, failures + 1))
-        changes.more = budget <= 0 and bool(heap)
+        # an admission may make reasons given earlier in this cycle stale: go round once more
+        changes.more = (budget <= 0 and bool(heap)) or bool(changes.admitted)
         changes.decisions = self.policy.budget - budget
         self._mark_behind(tried, changes)
         return changes
 
-    def _holding(self, name: str) -> bool:
+    def _holding(self, name: str, preemptor: str = "") -> bool:
+        """Whether victim `name` still holds what it was preempted for (by `preemptor`)."""
         v = self.workloads.get(name)
-        return v is not None and v.holds
+        if v is None or v.state != State.PREEMPTING or v.preemption is None:
+            return False
+        return not preemptor or v.preemption.preemptor == preemptor
 
     def _blocked_by(self, w: Workload) -> Workload | None:
         """A waiting preemptor whose freed capacity `w` must not take (or a preemption loop starts):
@@ -599,7 +762,7 @@ class GroupScheduler:
 
     def _decide(self, w: Workload, now: dt.datetime, changes: Changes, *, preempt: bool) -> bool:
         """Try `w`; on failure maybe preempt; record the outcome. True when admitted."""
-        if w.victims and any(self._holding(v) for v in w.victims):
+        if w.victims and any(self._holding(v, w.name) for v in w.victims):
             return False  # still waiting for its victims: nothing new to decide
         blocker = self._blocked_by(w) if self._waiting else None
         if blocker is not None:

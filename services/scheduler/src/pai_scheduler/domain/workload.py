@@ -150,17 +150,21 @@ class Workload:
         return previous
 
     def request(self) -> Amounts:
-        """What all pods request together (GPU per model only once placed: see `usage`)."""
+        """What all pods request together; GPU per model where a pod set allows one model only (for
+        others the model is known once placed: see `usage`)."""
         out: Amounts = {CPU: 0, MEMORY: 0, GPU: 0}
         for ps in self.pod_sets:
             out[CPU] += ps.count * ps.cpu_milli
             out[MEMORY] += ps.count * ps.memory_bytes
             out[GPU] += ps.count * ps.pod_gpu_milli
+            if ps.pod_gpu_milli and len(ps.allowed_gpu_models) == 1:
+                key = gpu_model_key(ps.allowed_gpu_models[0])
+                out[key] = out.get(key, 0) + ps.count * ps.pod_gpu_milli
         return {k: v for k, v in out.items() if v}
 
     def usage(self) -> Amounts:
-        """What the workload holds once placed: its request plus GPU per model from its placements."""
-        out = self.request()
+        """What the workload holds once placed: its request, GPU per model from its placements."""
+        out = {k: v for k, v in self.request().items() if not k.startswith("gpu/")}
         for p in self.placements:
             key = gpu_model_key(p.gpu_model)
             if p.gpu_indices and p.gpu_model:
