@@ -1,4 +1,4 @@
-"""The real auth service as a subprocess (real NATS, real SQLite), and the CLI run in-process against it."""
+"""The real services as subprocesses (real NATS, real SQLite), and the CLI run in-process against them."""
 
 from __future__ import annotations
 
@@ -20,33 +20,33 @@ from pai_common.testing import NatsServer, api_key, free_port
 START_TIMEOUT_SECONDS = 30.0
 
 
-class AuthProcess:
-    """`python -m pai_auth` with its own PAI_HOME, a free port and a known admin key."""
+class ServiceProcess:
+    """`python -m <module>` with its own PAI_HOME and a free port, on a NATS of the test's."""
+
+    service = ""
 
     def __init__(self, home: Path, nats_url: str) -> None:
         self.home = home
         self.nats_url = nats_url
         self.port = free_port()
-        self.admin_key = api_key()
-        self.log = home / "auth.log"
+        self.log = home / f"{self.service}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def environment(self) -> dict[str, str]:
+        """The service's own PAI_* settings."""
+        return {}
+
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PAI_", "OTEL_"))}
-        env.update(
-            PAI_HOME=str(self.home),
-            PAI_NATS_URL=self.nats_url,
-            PAI_AUTH_LISTEN=self.address,
-            PAI_BOOTSTRAP_ADMIN_KEY=self.admin_key,
-        )
+        env.update(PAI_HOME=str(self.home), PAI_NATS_URL=self.nats_url, **self.environment())
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pai_auth"], env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", f"pai_{self.service}"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
         self._wait_serving()
 
@@ -57,7 +57,9 @@ class AuthProcess:
             while time.monotonic() < deadline:
                 assert self.proc is not None
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"auth exited with {self.proc.returncode}:\n{self.log.read_text()}")
+                    raise AssertionError(
+                        f"{self.service} exited with {self.proc.returncode}:\n{self.log.read_text()}"
+                    )
                 try:
                     response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
                     if response.status == health_pb2.HealthCheckResponse.SERVING:
@@ -66,7 +68,9 @@ class AuthProcess:
                     pass
                 time.sleep(0.1)
         self.stop()
-        raise AssertionError(f"auth not serving after {START_TIMEOUT_SECONDS}s:\n{self.log.read_text()}")
+        raise AssertionError(
+            f"{self.service} not serving after {START_TIMEOUT_SECONDS}s:\n{self.log.read_text()}"
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -77,6 +81,36 @@ class AuthProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class AuthProcess(ServiceProcess):
+    """`python -m pai_auth` with a known platform-admin key."""
+
+    service = "auth"
+
+    def __init__(self, home: Path, nats_url: str) -> None:
+        super().__init__(home, nats_url)
+        self.admin_key = api_key()
+
+    def environment(self) -> dict[str, str]:
+        return {"PAI_AUTH_LISTEN": self.address, "PAI_BOOTSTRAP_ADMIN_KEY": self.admin_key}
+
+
+class SchedulerProcess(ServiceProcess):
+    """`python -m pai_scheduler` on SQLite, asking `auth` who callers are; no local-machine node."""
+
+    service = "scheduler"
+
+    def __init__(self, home: Path, nats_url: str, auth: AuthProcess) -> None:
+        super().__init__(home, nats_url)
+        self.auth = auth
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "PAI_SCHEDULER_LISTEN": self.address,
+            "PAI_AUTH_ENDPOINT": self.auth.address,
+            "PAI_SCHEDULER_LOCAL_NODE": "false",
+        }
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +128,19 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def auth(tmp_path_factory: pytest.TempPathFactory, nats_url: str) -> Iterator[AuthProcess]:
     """One auth service shared by the module's tests (each test uses ids of its own)."""
     process = AuthProcess(tmp_path_factory.mktemp("auth-home"), nats_url)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def scheduler(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, auth: AuthProcess
+) -> Iterator[SchedulerProcess]:
+    """One scheduler shared by the module's tests (each test uses resource groups of its own)."""
+    process = SchedulerProcess(tmp_path_factory.mktemp("scheduler-home"), nats_url, auth)
     process.start()
     try:
         yield process

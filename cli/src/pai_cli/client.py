@@ -1,4 +1,4 @@
-"""A small synchronous client: one channel, the auth stubs, the key on every call, errors made readable."""
+"""A small synchronous client: one channel, the service stubs, the key on every call, errors made readable."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pai.auth.v1 import (
     workspace_pb2_grpc,
 )
 from pai.gateway.v1 import gateway_pb2_grpc
+from pai.scheduler.v1 import node_pb2_grpc, quota_pb2_grpc, workload_pb2_grpc
 from pai_cli.errors import from_rpc_error
 
 T = TypeVar("T")
@@ -37,7 +38,10 @@ def channel_options(target: str) -> list[tuple[str, Any]]:
 
 
 class Client:
-    """The auth service's stubs over one channel; every call carries `authorization: Bearer <key>`."""
+    """The services' stubs over one channel; every call carries `authorization: Bearer <key>`.
+
+    The endpoint is normally the gateway, which routes `/pai.<service>.v1.*` to each service.
+    """
 
     def __init__(self, endpoint: str, api_key: str | None) -> None:
         self.endpoint = endpoint
@@ -54,6 +58,11 @@ class Client:
         )
         self.audit: audit_pb2_grpc.AuditServiceStub = audit_pb2_grpc.AuditServiceStub(self._channel)
         self.gateway: gateway_pb2_grpc.GatewayServiceStub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self.quotas: quota_pb2_grpc.QuotaServiceStub = quota_pb2_grpc.QuotaServiceStub(self._channel)
+        self.nodes: node_pb2_grpc.NodeServiceStub = node_pb2_grpc.NodeServiceStub(self._channel)
+        self.workloads: workload_pb2_grpc.WorkloadServiceStub = workload_pb2_grpc.WorkloadServiceStub(
+            self._channel
+        )
 
     def close(self) -> None:
         """Close the channel."""

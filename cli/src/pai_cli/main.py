@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pai_cli.commands import account, audit, gateway, keys, status, users, workspaces
+from pai_cli.commands import account, audit, gateway, keys, scheduler, status, users, workspaces
 from pai_cli.commands.common import Context, Handler, global_options
 from pai_cli.errors import EXIT_FAILURE, CliError
 
@@ -24,6 +24,13 @@ first steps:
   pai user create alice --email alice@example.com
   pai member add alice --role developer --workspace ml
   pai key create --user alice          an API key for alice (the secret is shown once)
+
+the scheduler (gpu in cards, cpu in cores, memory with Ki/Mi/Gi/Ti):
+  pai quota create gpu/ml --workspace ml --min gpu=4,cpu=16,memory=64Gi --max gpu=8
+  pai quota list                       every group's quotas and their GPU use
+  pai quota usage gpu/ml               admitted, borrowed, lent, pending, available per resource
+  pai node list                        nodes, what they have and what is in use
+  pai queue list --workspace ml        pending workloads in queue order, and why each waits
 
 configuration: --endpoint/--api-key, else PAI_ENDPOINT/PAI_API_KEY, else $PAI_HOME/credentials
 (PAI_HOME defaults to ~/.pai); PAI_WORKSPACE sets the default workspace.
@@ -47,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(subparsers)
     audit.register(subparsers)
     gateway.register(subparsers)
+    scheduler.register(subparsers)
     return parser
 
 
