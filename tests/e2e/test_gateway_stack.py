@@ -77,6 +77,13 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     code, nodes = get(f"http://{envoy}/api/v1/resourceGroups/local/nodes", credentials["api_key"])
     assert code == 200 and nodes["nodes"][0]["source"] == "LOCAL"
     assert int(nodes["nodes"][0]["cpuMilli"]) >= 1000
+    # and the CLI reaches it through Envoy too: a quota for the default workspace, then the queue
+    made = pai(home, "quota", "create", "local/default", "--workspace", "default", "--max", "cpu=1")
+    assert made.returncode == 0, made.stdout + made.stderr
+    listed = pai(home, "node", "list", "--output", "json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["source"] == "LOCAL"
+    queue = pai(home, "queue", "list")
+    assert queue.returncode == 0, queue.stdout + queue.stderr
     code, body = get(url, None)
     assert code == 401 and body["code"] == 16
 
