@@ -455,3 +455,19 @@ def test_preemptor_stops_waiting_when_its_victims_are_gone_even_if_readmitted() 
     assert low[0].state == State.PENDING and high.state == State.PENDING
     g.cycle(NOW + dt.timedelta(seconds=61))
     assert high.state == State.ADMITTED
+
+
+def test_a_settled_cluster_makes_no_decisions_and_new_work_is_looked_at_alone() -> None:
+    g = sched(gpu_nodes(1, gpus=2), quota("a", "a"), quota("b", "b"), lookahead=4)
+    waiting = [wl(f"a{i}", "a", gpus=2) for i in range(6)] + [wl(f"b{i}", "b", gpus=2) for i in range(6)]
+    changes = submit(g, *waiting)
+    for _ in range(10):
+        if not changes.more:
+            break
+        changes = g.cycle(NOW)
+    assert not changes.more
+    assert g.cycle(NOW).decisions == 0  # nothing changed: nothing to decide
+    submit(g, wl("late", "b", gpus=2))
+    assert g.cycle(NOW).decisions == 0  # that cycle (in submit) already looked at b's queue only
+    g.add(wl("later", "a", gpus=2))
+    assert g.cycle(NOW).decisions == 4  # a's queue, up to the look-ahead; b's is not looked at

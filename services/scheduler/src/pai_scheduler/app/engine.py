@@ -602,6 +602,7 @@ class Scheduler:
                 await uow.commit()
             self.quotas[record.name] = record
             engine.quotas.put(record.spec)
+            engine.touch()
         self.kick()
         return record
 
@@ -623,6 +624,7 @@ class Scheduler:
                 await uow.commit()
             self.quotas[name] = new
             self.engines[new.resource_group].quotas.put(new.spec)
+            self.engines[new.resource_group].touch()
         self.kick()
         return new
 
@@ -643,6 +645,7 @@ class Scheduler:
                 await uow.commit()
             del self.quotas[name]
             engine.quotas.remove(name)
+            engine.touch()
 
     # ---- workloads ---------------------------------------------------------------------------
 

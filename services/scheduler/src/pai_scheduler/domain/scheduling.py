@@ -112,6 +112,11 @@ class GroupScheduler:
         self._epoch = 0  # bumped whenever capacity is taken or freed
         self._no_victims: dict[str, int] = {}  # workload -> epoch at which no victims would do
         self._admit_seq = 0
+        # a pass walks the queues; it covers every quota after capacity or limits changed, else
+        # only the quotas whose queues changed; a settled cluster makes no decisions at all
+        self._pass: dict[str, tuple[int, int]] | None = None  # quota -> (position, failures)
+        self._all_dirty = True
+        self._dirty_quotas: set[str] = set()
         self.orphans: list[Workload] = []  # lost their placement on a rebuild; the engine reports them
         self.rebuild()
 
@@ -144,6 +149,7 @@ class GroupScheduler:
                 self._reserve_or_orphan(w)
         self._failed.clear()
         self._ever_fits.clear()
+        self._all_dirty = True
 
     def can_host(self, info: NodeInfo) -> str:
         """Why a new version `info` of a node cannot keep what is placed on it ('' when it can)."""
@@ -190,6 +196,7 @@ class GroupScheduler:
         self._failed.clear()
         self._ever_fits.clear()
         self._epoch += 1
+        self._all_dirty = True
 
     def evict(self, w: Workload, reason: str, message: str, now: dt.datetime) -> State:
         """Take `w`'s resources away at once (its node is gone): PREEMPTED, for the owner to act on."""
@@ -290,7 +297,12 @@ class GroupScheduler:
         self._unevaluated.discard(w.name)
         self._no_victims.pop(w.name, None)
 
+    def touch(self) -> None:
+        """Quotas or limits changed: the next pass looks at every queue."""
+        self._all_dirty = True
+
     def _enqueue(self, w: Workload) -> None:
+        self._dirty_quotas.add(w.quota)
         if w.pending_code == "NOT_EVALUATED":
             self._unevaluated.add(w.name)
         insort(self.queues.setdefault(w.quota, []), (_queue_key(w), w), key=lambda e: e[0])
@@ -366,6 +378,7 @@ class GroupScheduler:
         self.quotas.charge(w.quota, w.usage(), -1)
         self._holders.discard(w.name)
         self._count_elsewhere(w, -1)
+        self._all_dirty = True
         self._epoch += 1
         self._failed.clear()  # freed capacity may fit gangs that failed before
 
@@ -527,6 +540,9 @@ class GroupScheduler:
         own_max = failure.code == "QUOTA_MAX_REACHED" and failure.metadata.get("quota") == w.quota
         path = [s.name for s in self.quotas.path(w.quota)]
         out: list[tuple[tuple[int, int, int, int], Workload]] = []
+        # per other quota: may `w` reclaim from it, and is that quota itself above its min (the
+        # answers depend on the quota, not the candidate, so each is worked out once per search)
+        reclaim: dict[str, tuple[bool, bool]] = {}
         for name in self._holders:
             c = self.workloads[name]
             if c.state != State.ADMITTED or c is w:
@@ -543,13 +559,16 @@ class GroupScheduler:
                     continue
                 if q.reclaim == "LOWER_PRIORITY" and c.priority >= w.priority:
                     continue
-                side_c, side_q = self._sides(c.quota, path)
-                if side_q is None:
+                verdict = reclaim.get(c.quota)
+                if verdict is None:
+                    side_c, side_q = self._sides(c.quota, path)
+                    managed = [self.quotas.guaranteed(s, request) for s in side_q or ()]
+                    allowed = bool(side_q) and all(managed) and self.quotas.borrowing(side_c, managed[-1])
+                    own = allowed and self.quotas.borrowing(c.quota, managed[-1])  # its own quota over min
+                    verdict = reclaim[c.quota] = (allowed, own)
+                if not verdict[0]:
                     continue
-                managed = [self.quotas.guaranteed(s, request) for s in side_q]
-                if not all(managed) or not self.quotas.borrowing(side_c, managed[-1]):
-                    continue
-                borrower = self.quotas.borrowing(c.quota, managed[-1])  # its own quota over its min
+                borrower = verdict[1]
             rank = (0 if spot_first else 1, 0 if borrower else 1, c.priority, -c.admit_seq)
             out.append((rank, c))
         out.sort(key=lambda e: e[0])
@@ -575,7 +594,7 @@ class GroupScheduler:
         """
         if self._no_victims.get(w.name) == self._epoch:
             return []
-        epoch = self._epoch
+        epoch, dirty = self._epoch, self._all_dirty
         path = [s.name for s in self.quotas.path(w.quota)]
         removed: list[Workload] = []
         released = 0  # removed[:released] are released now
@@ -629,7 +648,7 @@ class GroupScheduler:
             removed = [c for c in removed if c not in victims]
         release_prefix(0)
         self._failed.clear()
-        self._epoch = epoch
+        self._epoch, self._all_dirty = epoch, dirty  # the search itself changed nothing
         if not victims:
             self._no_victims[w.name] = epoch
         return victims
@@ -713,26 +732,43 @@ class GroupScheduler:
             budget -= 1
             tried.add(w.name)
             self._decide(w, now, changes, preempt=True)
-        heap = [(self.quotas.dominant_share(q), q, 0, 0) for q, queue in self.queues.items() if queue]
+        if self._pass is None:  # start a pass over the queues that something changed for
+            quotas = self.queues if self._all_dirty else self._dirty_quotas
+            self._pass = {q: (0, 0) for q in quotas if self.queues.get(q)}
+            self._all_dirty = False
+            self._dirty_quotas = set()
+        progress = self._pass
+        heap = [(self.quotas.dominant_share(q), q, pos, fails) for q, (pos, fails) in progress.items()]
         heapq.heapify(heap)
         while heap and budget > 0:
             _, q, pos, failures = heapq.heappop(heap)
             queue = self.queues[q]
             if pos >= len(queue):
+                del progress[q]
                 continue
             w = queue[pos][1]
             if w.name in tried:
                 heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos + 1, failures))
+                progress[q] = (pos + 1, failures)
                 continue
             budget -= 1
             tried.add(w.name)
             if self._decide(w, now, changes, preempt=failures == 0):
                 # admitted: dequeued, so the same position holds the next workload
                 heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos, failures))
+                progress[q] = (pos, failures)
             elif failures + 1 < self.policy.lookahead:
                 heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos + 1, failures + 1))
-        # an admission may make reasons given earlier in this cycle stale: go round once more
-        changes.more = (budget <= 0 and bool(heap)) or bool(changes.admitted)
+                progress[q] = (pos + 1, failures + 1)
+            else:
+                del progress[q]
+        if heap:  # the budget ran out: the pass goes on next cycle where it stopped
+            changes.more = True
+        else:
+            # the pass is over; another one only if something changed meanwhile (an admission
+            # here makes reasons given before it stale, so that counts)
+            self._pass = None
+            changes.more = self._all_dirty or bool(self._dirty_quotas)
         changes.decisions = self.policy.budget - budget
         self._mark_behind(tried, changes)
         return changes
@@ -781,6 +817,7 @@ class GroupScheduler:
             w.admit_seq = self._admit_seq
             self._holders.add(w.name)
             self._epoch += 1
+            self._all_dirty = True
             self._no_victims.pop(w.name, None)
             w.clear_pending()
             self._waiting.discard(w.name)
