@@ -93,14 +93,22 @@ class Relay:
                     .limit(self._batch)
                 )
             ).all()
-        for row in rows:
-            if self._stopping:
-                break
-            headers = cloudevent_headers(row.event_id, row.source, row.type, row.time, dict(row.headers))
-            await self._js.publish(row.subject, row.payload, headers=headers)
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    sa.update(table).where(table.c.seq == row.seq).values(published_at=utcnow())
-                )
-            self.published += 1
+        # Published rows are marked in one transaction per batch (not one per row, which made the
+        # relay fight the service for the database); a crash before the mark republishes the batch
+        # and JetStream drops the duplicates by Nats-Msg-Id.
+        done: list[int] = []
+        try:
+            for row in rows:
+                if self._stopping:
+                    break
+                headers = cloudevent_headers(row.event_id, row.source, row.type, row.time, dict(row.headers))
+                await self._js.publish(row.subject, row.payload, headers=headers)
+                done.append(row.seq)
+        finally:
+            if done:
+                async with self._engine.begin() as conn:
+                    await conn.execute(
+                        sa.update(table).where(table.c.seq.in_(done)).values(published_at=utcnow())
+                    )
+                self.published += len(done)
         return len(rows)

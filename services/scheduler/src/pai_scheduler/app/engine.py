@@ -72,6 +72,8 @@ class Scheduler:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.cycles = 0
+        self.finished_names: set[str] = set()
+        self.request_ids: dict[str, str] = {}  # request_id -> workload name
         self.dirty = False  # memory may differ from the store (a failed write); reload before use
 
     @contextlib.asynccontextmanager
@@ -116,6 +118,9 @@ class Scheduler:
         async with self.uow() as uow:
             snap = await uow.store.load()
             self.seq = await uow.store.max_seq()
+            index = await uow.store.workload_index()
+        self.finished_names = {name for name, state, _ in index if state == "FINISHED"}
+        self.request_ids = {rid: name for name, _, rid in index if rid}
         self.groups = {g.id: g for g in snap.groups}
         self.nodes = {g.id: {} for g in snap.groups}
         for n in snap.nodes:
@@ -686,27 +691,18 @@ class Scheduler:
 
     async def create_workload(self, w: Workload, request_id: str) -> Workload:
         async with self._locked():
-            if w.name in self.workloads:
-                ws, wid = w.name.split("/")[1], w.name.rsplit("/", 1)[1]
-                if await self._same_request("WorkloadRow", request_id, workspace=ws, id=wid):
-                    return self.workloads[w.name]
+            # names and request ids of every stored workload are kept in memory, so a create reads
+            # nothing from the store (a read would take SQLite's write lock, as writers do)
+            if request_id in self.request_ids:
+                if self.request_ids[request_id] == w.name:
+                    return await self.workload(w.name)  # a retry
+                raise InvalidArgument(
+                    "REQUEST_ID_CONFLICT",
+                    "request_id was already used for another request",
+                    violations=[FieldViolation("request_id", "already used for another request")],
+                )
+            if w.name in self.workloads or w.name in self.finished_names:
                 raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
-            ws, wid = w.name.split("/")[1], w.name.rsplit("/", 1)[1]
-            async with self._write() as uow:
-                if request_id:
-                    from pai_scheduler.db.rows import WorkloadRow
-
-                    row = await uow.store.by_request_id(WorkloadRow, request_id)
-                    if row is not None and (row.workspace, row.id) == (ws, wid):
-                        return await self.workload(w.name)  # a retry of a create that finished since
-                    if row is not None:
-                        raise InvalidArgument(
-                            "REQUEST_ID_CONFLICT",
-                            "request_id was already used for another request",
-                            violations=[FieldViolation("request_id", "already used for another request")],
-                        )
-                if await uow.store.finished_workload(ws, wid) is not None:
-                    raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
             q = self.quota(w.quota)
             engine = self.engines[q.resource_group]
             if engine.quotas.children.get(q.name):
@@ -725,6 +721,8 @@ class Scheduler:
                 await uow.outbox.add(mapping.workload_event("created", w))
                 await uow.commit()
             self.workloads[w.name] = w
+            if request_id:
+                self.request_ids[request_id] = w.name
             engine.add(w)
         self.kick()
         return w
@@ -771,6 +769,7 @@ class Scheduler:
                 await uow.outbox.add(mapping.workload_event("finished", _bump(w, now), previous))
                 await uow.store.put_workload(w)
                 await uow.commit()
+            self.finished_names.add(name)
         self.kick()
         return w
 
@@ -817,6 +816,9 @@ class Scheduler:
                 await uow.store.delete(WorkloadRow, name.split("/")[1], name.rsplit("/", 1)[1])
                 await uow.commit()
             self.workloads.pop(name, None)
+            self.finished_names.discard(name)  # the name and its request id are free again
+            for rid in [r for r, n in self.request_ids.items() if n == name]:
+                del self.request_ids[rid]
         self.kick()
 
     async def finished(self, workspace: str | None) -> list[Workload]:

@@ -212,6 +212,13 @@ class Store:
             ],
         )
 
+    async def workload_index(self) -> list[tuple[str, str, str | None]]:
+        """(name, state, request_id) of every stored workload."""
+        rows = await self.session.execute(
+            sa.select(WorkloadRow.workspace, WorkloadRow.id, WorkloadRow.state, WorkloadRow.request_id)
+        )
+        return [(f"workspaces/{ws}/workloads/{wid}", state, rid) for ws, wid, state, rid in rows.all()]
+
     async def max_seq(self) -> int:
         return int(
             await self.session.scalar(sa.select(sa.func.coalesce(sa.func.max(WorkloadRow.seq), 0))) or 0
@@ -269,12 +276,11 @@ class Store:
             "version": record.version,
             **(extra or {}),
         }
-        row = await self.session.get(row_type, tuple(key.values()))
-        if row is None:
-            self.session.add(row_type(**values, request_id=request_id or None))
-        else:
-            for k, v in values.items():
-                setattr(row, k, v)
+        # an UPDATE by primary key, and an INSERT only when it touched nothing: no read first
+        where = [getattr(row_type, k) == v for k, v in key.items()]
+        result = await self.session.execute(sa.update(row_type).where(*where).values(**values))
+        if getattr(result, "rowcount", 0) == 0:
+            await self.session.execute(sa.insert(row_type).values(**values, request_id=request_id or None))
 
     async def delete(self, row_type: type[Any], *key: str) -> None:
         row = await self.session.get(row_type, key)
