@@ -7,9 +7,11 @@ import random
 import pytest
 
 from pai_scheduler.domain.fragmentation import (
+    FillingFragmentation,
     Fragmentation,
     TypicalShape,
     fgd_integer_score,
+    filled_shape_fragmentation,
     shape_fragmentation,
     typical_shapes,
 )
@@ -254,6 +256,72 @@ def test_fragmentation_aware_prefers_the_node_whose_fragmentation_grows_least() 
         b.gpu_free = [600]
         placed = Placer([a, b], FragmentationAware((HALF, WHOLE)), seed=seed).place(pod(gpus=1, milli=500))
         assert placed is not None and placed.node == "b"
+
+
+def test_filled_shape_fragmentation_cases() -> None:
+    cards = (("T4", 700), ("T4", 1000), ("T4", 1000))
+    third = TypicalShape(1000, 1, 300, ANY, 1.0)
+    # CPU for every copy: 2 + 3 + 3 copies, the remainders 100 + 100 + 100 are fragments (FGD: none)
+    assert filled_shape_fragmentation(8000, cards, third) == 300
+    assert shape_fragmentation(8000, cards, third) == 0
+    # CPU for two copies only: 600 used, 2100 stranded (FGD: one copy fits, so still none)
+    assert filled_shape_fragmentation(2500, cards, third) == 2100
+    assert shape_fragmentation(2500, cards, third) == 0
+    # not even one copy: everything, as in FGD
+    assert filled_shape_fragmentation(500, cards, third) == 2700 == shape_fragmentation(500, cards, third)
+    two = TypicalShape(1000, 2, 1000, ANY, 1.0)
+    three_whole = (("T4", 1000),) * 3
+    assert filled_shape_fragmentation(8000, three_whole, two) == 1000  # one pair, one card left over
+    assert shape_fragmentation(8000, three_whole, two) == 0
+    assert filled_shape_fragmentation(8000, cards, two) == 700 == shape_fragmentation(8000, cards, two)
+    v100 = TypicalShape(1000, 1, 500, frozenset({"V100"}), 1.0)
+    assert filled_shape_fragmentation(8000, cards, v100) == 2700  # no accessible card
+    assert filled_shape_fragmentation(8000, cards, TypicalShape(1000, 0, 0, ANY, 1.0)) == 2700
+
+
+def test_filling_fragmentation_blends_fgd_and_filled() -> None:
+    cards = (("T4", 700), ("T4", 1000), ("T4", 1000))
+    shapes = (HALF, WHOLE)
+    # CPU 2500 feeds two copies: HALF filled 2700 - 1000 = 1700 (FGD 0), WHOLE filled 2700 - 2000 = 700
+    # (FGD 700: the 700 card)
+    assert FillingFragmentation(shapes, 0.0)(2500, cards) == pytest.approx(Fragmentation(shapes)(2500, cards))
+    assert FillingFragmentation(shapes, 1.0)(2500, cards) == pytest.approx(0.5 * 1700 + 0.5 * 700)
+    assert FillingFragmentation(shapes, 0.25)(2500, cards) == pytest.approx(0.5 * 0.25 * 1700 + 0.5 * 700)
+    with pytest.raises(ValueError):
+        FillingFragmentation(shapes, 1.5)
+
+
+def test_frag_keeps_free_cpu_where_gpus_need_it() -> None:
+    # The typical shape needs 4 cores per GPU. Node a has exactly the CPU for its 4 GPUs, b plenty. A
+    # CPU-only pod leaves one copy fitting on either, so FGD sees no change and takes the first node in
+    # the order; ours sees that on a it would strand a GPU (Δ = 0.05 * 1000: score 48 against 50).
+    shapes = (TypicalShape(4000, 1, 1000, ANY, 1.0),)
+    fgd_nodes = set()
+    for seed in range(8):
+        a, b = node("a", gpus=4, cpu=16000), node("b", gpus=4, cpu=64000)
+        placed = Placer([a, b], FragmentationAware(shapes, fill_weight=0.05), seed=seed).place(pod(cpu=4000))
+        assert placed is not None and placed.node == "b"
+        a, b = node("a", gpus=4, cpu=16000), node("b", gpus=4, cpu=64000)
+        by_fgd = Placer([a, b], Fgd(shapes), seed=seed).place(pod(cpu=4000))
+        assert by_fgd is not None
+        fgd_nodes.add(by_fgd.node)
+    assert fgd_nodes == {"a", "b"}
+
+
+def test_frag_scores_are_fgd_integers_so_near_ties_go_to_the_node_order() -> None:
+    # On b (CPU for two HALF copies) a whole-GPU pod lowers the filled fragmentation a little
+    # (HALF: 1000 -> 500 stranded; Δ = 0.05 * 0.5 * -500 = -12.5), on a it changes nothing: both score
+    # int(100 * sigmoid(Δ / 1000)) = 50, so the node order decides (first fit), not the exact change.
+    policy = FragmentationAware((HALF, WHOLE), fill_weight=0.05)
+    chosen = set()
+    for seed in range(8):
+        a, b = node("a", gpus=2, cpu=8000), node("b", gpus=2, cpu=2500)
+        decision = policy.score(b.state(), pod(gpus=1, milli=1000).shape)
+        assert decision is not None and decision[0] == -50.0
+        placed = Placer([a, b], policy, seed=seed).place(pod(gpus=1, milli=1000))
+        assert placed is not None
+        chosen.add(placed.node)
+    assert chosen == {"a", "b"}
 
 
 def test_best_fit_on_a_hand_computed_example() -> None:

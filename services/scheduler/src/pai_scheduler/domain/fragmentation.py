@@ -8,6 +8,9 @@ free GPU milli as a fragment. The node's expected fragmentation is the frequency
 *typical* pod shapes: the most frequent (cpu, gpu_milli, num_gpu, models) shapes covering >= 95 % of
 the pods, weighted by their frequency renormalised over the chosen shapes (as in the authors'
 simulator). FGD places a pod where that expectation grows least.
+
+`filled_shape_fragmentation` and `FillingFragmentation` (used by our `frag` policy) extend it: they also
+count what a node could not use once filled with copies of a shape, e.g. GPUs its free CPU cannot feed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pai_scheduler.domain.resources import Card, PodRequest
+from pai_scheduler.domain.resources import GPU_MILLI, Card, PodRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +103,65 @@ def fgd_integer_score(before: float, after: float) -> int:
     """The FGD simulator's node score: sigmoid of the fragmentation decrease (in GPUs), × 100, truncated."""
     x = (before - after) / 1000.0
     return int(100.0 / (1.0 + math.exp(-x)))
+
+
+def filled_shape_fragmentation(cpu_free: int, cards: tuple[Card, ...], shape: TypicalShape) -> int:
+    """Free GPU milli of a node that `shape` could not use even with as many copies packed on it as fit.
+
+    Where `shape_fragmentation` asks whether one copy fits, this fills the node with copies: a card
+    holds `free // gpu_milli` sharing copies (its remainder is a fragment), a k-GPU shape takes whole
+    allowed cards k at a time (the cards left over are fragments), and no more copies than the free CPU
+    can feed (`cpu_free // cpu_milli`): a node whose CPU runs out strands its GPUs. A pod without GPUs
+    sees every free GPU milli as a fragment, as in `shape_fragmentation`.
+    """
+    total = 0
+    for _, free in cards:
+        total += free
+    if shape.num_gpu == 0:
+        return total
+    if shape.num_gpu == 1:
+        per = shape.gpu_milli
+        copies = 0
+        for model, free in cards:
+            if free >= per and shape.allows(model):
+                copies += free // per
+    else:
+        per = shape.num_gpu * GPU_MILLI
+        whole = 0
+        for model, free in cards:
+            if free >= GPU_MILLI and shape.allows(model):
+                whole += 1
+        copies = whole // shape.num_gpu
+    if shape.cpu_milli > 0:
+        copies = min(copies, cpu_free // shape.cpu_milli)
+    return total - copies * per
+
+
+class FillingFragmentation:
+    """Expected fragmentation that also counts what filling a node would strand, memoised by state.
+
+    Per typical shape, `(1 - fill_weight) * shape_fragmentation + fill_weight *
+    filled_shape_fragmentation`, weighted by the shapes' frequencies; `fill_weight=0` is FGD's
+    `Fragmentation`. The filled part is what tells apart a node whose CPU can still feed its free GPUs
+    from one where it cannot, which FGD's one-copy test only sees once not even one copy fits.
+    """
+
+    def __init__(self, shapes: tuple[TypicalShape, ...], fill_weight: float) -> None:
+        if not 0.0 <= fill_weight <= 1.0:
+            raise ValueError(f"fill_weight must be in [0, 1], got {fill_weight}")
+        self.shapes = shapes
+        self.fill_weight = fill_weight
+        self._memo: dict[tuple[int, tuple[Card, ...]], float] = {}
+
+    def __call__(self, cpu_free: int, cards: tuple[Card, ...]) -> float:
+        key = (cpu_free, cards)
+        value = self._memo.get(key)
+        if value is None:
+            fill = self.fill_weight
+            value = 0.0
+            for shape in self.shapes:
+                one = shape_fragmentation(cpu_free, cards, shape)
+                filled = filled_shape_fragmentation(cpu_free, cards, shape) if fill else one
+                value += shape.weight * ((1.0 - fill) * one + fill * filled)
+            self._memo[key] = value
+        return value
