@@ -184,11 +184,12 @@ class Placement:
 
 @dataclass(slots=True)
 class _Row:
-    """Cached decisions for one pod shape over all nodes (in placer order)."""
+    """Cached decisions for one pod shape: the score of every node (in placer order) and the
+    decision for every distinct node state seen (by state id)."""
 
     scores: npt.NDArray[np.float64]
     versions: npt.NDArray[np.int64]
-    choices: list[tuple[Choice, ...]]
+    by_state: dict[int, Decision | None]
 
 
 class Placer:
@@ -206,9 +207,12 @@ class Placer:
         self.policy = policy
         self._index = {n.name: i for i, n in enumerate(ordered)}
         self._states = [n.state() for n in ordered]
+        # node states are interned: nodes in the same state share an id, so a shape's row is filled
+        # by scoring each distinct state once and spreading the scores with numpy
+        self._state_ids: dict[NodeState, int] = {}
+        self._state_id = np.array([self._intern(s) for s in self._states], dtype=np.int64)
         self._version = np.zeros(len(ordered), dtype=np.int64)
         self._rows: dict[PodShape, _Row] = {}
-        self._memo: dict[tuple[NodeState, PodShape], Decision | None] = {}
         self.schedulable: npt.NDArray[np.bool_] = np.ones(len(ordered), dtype=np.bool_)
 
     def index_of(self, node: str) -> int:
@@ -219,26 +223,32 @@ class Placer:
         """Exclude a node from (or return it to) placement; what it holds stays allocated."""
         self.schedulable[self._index[node]] = schedulable
 
+    def _intern(self, state: NodeState) -> int:
+        sid = self._state_ids.get(state)
+        if sid is None:
+            sid = self._state_ids[state] = len(self._state_ids)
+        return sid
+
     def _row(self, shape: PodShape) -> _Row:
         row = self._rows.get(shape)
         n = len(self.nodes)
         if row is None:
-            row = _Row(np.full(n, np.inf), np.full(n, -1, dtype=np.int64), [((),)] * n)
+            row = _Row(np.full(n, np.inf), np.full(n, -1, dtype=np.int64), {})
             self._rows[shape] = row
         dirty = np.flatnonzero(row.versions != self._version)
         if dirty.size:
-            memo, states, score = self._memo, self._states, self.policy.score
-            scores, choices = row.scores, row.choices
-            for i in dirty.tolist():
-                key = (states[i], shape)
-                if key in memo:
-                    decision = memo[key]
+            ids = self._state_id[dirty]
+            distinct, first, where = np.unique(ids, return_index=True, return_inverse=True)
+            values = np.empty(len(distinct))
+            decisions, score = row.by_state, self.policy.score
+            for k, sid in enumerate(distinct.tolist()):
+                if sid in decisions:
+                    decision = decisions[sid]
                 else:
-                    decision = memo[key] = score(states[i], shape)
-                if decision is None:
-                    scores[i] = np.inf
-                else:
-                    scores[i], choices[i] = decision
+                    state = self._states[int(dirty[first[k]])]
+                    decision = decisions[sid] = score(state, shape)
+                values[k] = np.inf if decision is None else decision[0]
+            row.scores[dirty] = values[where]
             row.versions[dirty] = self._version[dirty]
         return row
 
@@ -260,7 +270,9 @@ class Placer:
         if scores[i] == np.inf:
             return None
         node, state = self.nodes[i], self._states[i]
-        options = row.choices[i]
+        decision = row.by_state[int(self._state_id[i])]
+        assert decision is not None  # a finite score has a decision
+        options = decision[1]
         gpu_ids = node.card_ids_for(tuple(state.cards[p] for p in options[0]))
         for option in options[1:]:  # tied choices: the lowest card ids
             gpu_ids = min(gpu_ids, node.card_ids_for(tuple(state.cards[p] for p in option)))
@@ -291,6 +303,7 @@ class Placer:
 
     def _changed(self, i: int) -> None:
         self._states[i] = self.nodes[i].state()
+        self._state_id[i] = self._intern(self._states[i])
         self._version[i] += 1
 
     @property
