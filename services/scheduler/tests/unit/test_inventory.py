@@ -25,7 +25,18 @@ from pai_scheduler.inventory import (
     to_node_id,
 )
 
-OPENB_CSV = pathlib.Path(__file__).resolve().parents[5] / "shared/traces/cluster-trace-gpu-v2023/csv"
+
+def _traces() -> pathlib.Path:
+    """The shared traces: $PAI_TRACES, else `shared/traces` beside the checkout or the workplace's."""
+    candidates = [
+        pathlib.Path(os.environ.get("PAI_TRACES", "/nonexistent")),
+        pathlib.Path(__file__).resolve().parents[5] / "shared/traces",
+        pathlib.Path("/work/shared/traces"),
+    ]
+    return next((c for c in candidates if c.is_dir()), candidates[1])
+
+
+OPENB_CSV = _traces() / "cluster-trace-gpu-v2023/csv"
 LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HEADER = "sn,cpu_milli,memory_mib,gpu,model\n"
