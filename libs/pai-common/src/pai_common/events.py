@@ -123,6 +123,13 @@ class Outbox:
         await self._conn.execute(sa.insert(self._table).values(**event.row()))
         self.added += 1
 
+    async def add_rows(self, rows: list[dict[str, object]]) -> None:
+        """Write prepared `OutboxEvent.row()`s in one statement (rows taken in each request's own
+        context keep its trace; used when one transaction commits many requests' changes)."""
+        if rows:
+            await self._conn.execute(sa.insert(self._table), rows)
+            self.added += len(rows)
+
 
 async def ensure_stream(js: object) -> None:
     """Create or update the `PAI` stream: file storage, every `pai.>` subject, a long de-dup window."""

@@ -206,3 +206,42 @@ async def test_update_priority_moves_the_queue_and_requeue_and_delete(client: Cl
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.get("team", "holder")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_concurrent_creates_commit_together_and_stay_exact(client: Client) -> None:
+    await client.group()
+    await client.node("n0", gpus=8)
+    await client.quota("team", "team")
+
+    def create(wid: str, rid: str = "") -> workload_pb2.CreateWorkloadRequest:
+        w = W(pod_sets=[workload_pb2.PodSet(name="p", count=1, cpu_milli=100, gpu_count=1)])
+        return workload_pb2.CreateWorkloadRequest(
+            parent="workspaces/team", workload_id=wid, workload=w, request_id=rid
+        )
+
+    calls = [client.workloads.CreateWorkload(create(f"w{i}")) for i in range(40)]
+    calls += [
+        client.workloads.CreateWorkload(create("twice")),  # the same name twice: one wins
+        client.workloads.CreateWorkload(create("twice")),
+        client.workloads.CreateWorkload(create("retried", "req-1")),  # a retry: the same workload
+        client.workloads.CreateWorkload(create("retried", "req-1")),
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    made = [r for r in results[:40] if isinstance(r, workload_pb2.Workload)]
+    assert len(made) == 40 and len({w.uid for w in made}) == 40
+    twice = results[40:42]
+    assert sum(isinstance(r, workload_pb2.Workload) for r in twice) == 1
+    refused = next(r for r in twice if isinstance(r, grpc.aio.AioRpcError))
+    assert refused.code() == grpc.StatusCode.ALREADY_EXISTS
+    first, second = results[42:44]
+    assert isinstance(first, workload_pb2.Workload) and isinstance(second, workload_pb2.Workload)
+    assert first.uid == second.uid
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # the request id names another workload
+        await client.workloads.CreateWorkload(create("other", "req-1"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    listed = await client.workloads.ListWorkloads(
+        workload_pb2.ListWorkloadsRequest(parent="workspaces/team", page_size=100)
+    )
+    assert len(listed.workloads) == 42
+    queue_order = sorted(w.name for w in listed.workloads)
+    assert len(set(queue_order)) == 42

@@ -72,6 +72,8 @@ class Scheduler:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.cycles = 0
+        self._creates: list[_Create] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.finished_names: set[str] = set()
         self.request_ids: dict[str, str] = {}  # request_id -> workload name
         self.dirty = False  # memory may differ from the store (a failed write); reload before use
@@ -182,6 +184,9 @@ class Scheduler:
         self.kick()
 
     async def stop(self) -> None:
+        if self._flusher is not None:  # creates already accepted are written, not dropped
+            with contextlib.suppress(Exception):
+                await self._flusher
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -690,42 +695,89 @@ class Scheduler:
         return mine[0]
 
     async def create_workload(self, w: Workload, request_id: str) -> Workload:
+        """Queue a new workload. Creates that arrive together are written in one transaction (group
+        commit): under load the lock and the commit, not the decision, bound how fast owners submit.
+        """
+        q = self.quota(w.quota)
+        now = self.clock()
+        w.uid = str(uuid.uuid4())
+        w.create_time = w.update_time = w.enqueue_time = now
+        w.grace_seconds = min(w.grace_seconds, self.groups[q.resource_group].policy.max_grace)
+        pending = _Create(w, request_id, mapping.workload_event("created", w).row())
+        self._creates.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_creates(), name="scheduler-creates")
+        return await pending.future
+
+    async def _flush_creates(self) -> None:
+        while self._creates:
+            batch, self._creates = self._creates, []
+            try:
+                await self._create_batch(batch)
+            except Exception as exc:  # the transaction failed: every create in it did
+                for c in batch:
+                    if not c.future.done():
+                        c.future.set_exception(exc)
+            self.kick()
+
+    async def _create_batch(self, batch: list[_Create]) -> None:
         async with self._locked():
-            # names and request ids of every stored workload are kept in memory, so a create reads
-            # nothing from the store (a read would take SQLite's write lock, as writers do)
-            if request_id in self.request_ids:
-                if self.request_ids[request_id] == w.name:
-                    return await self.workload(w.name)  # a retry
-                raise InvalidArgument(
-                    "REQUEST_ID_CONFLICT",
-                    "request_id was already used for another request",
-                    violations=[FieldViolation("request_id", "already used for another request")],
-                )
-            if w.name in self.workloads or w.name in self.finished_names:
-                raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
-            q = self.quota(w.quota)
-            engine = self.engines[q.resource_group]
-            if engine.quotas.children.get(q.name):
-                raise FailedPrecondition(
-                    "QUOTA_HAS_CHILDREN",
-                    f"{q.name} has child quotas; charge workloads to a leaf quota",
-                    quota=q.name,
-                )
-            now = self.clock()
-            self.seq += 1
-            w.uid, w.seq = str(uuid.uuid4()), self.seq
-            w.create_time = w.update_time = w.enqueue_time = now
-            w.grace_seconds = min(w.grace_seconds, self.groups[q.resource_group].policy.max_grace)
-            async with self._write() as uow:
-                await uow.store.put_workload(w, request_id or None)
-                await uow.outbox.add(mapping.workload_event("created", w))
-                await uow.commit()
-            self.workloads[w.name] = w
-            if request_id:
-                self.request_ids[request_id] = w.name
-            engine.add(w)
-        self.kick()
-        return w
+            accepted: list[_Create] = []
+            names: dict[str, _Create] = {}
+            for c in batch:
+                w, rid = c.workload, c.request_id
+                try:
+                    # names and request ids of every stored workload are kept in memory, so a create
+                    # reads nothing from the store
+                    target = self.request_ids.get(rid) if rid else None
+                    if target is not None:
+                        if target != w.name:
+                            raise InvalidArgument(
+                                "REQUEST_ID_CONFLICT",
+                                "request_id was already used for another request",
+                                violations=[FieldViolation("request_id", "already used for another request")],
+                            )
+                        existing = await self.workload(w.name)  # a retry
+                        if not c.future.done():
+                            c.future.set_result(existing)
+                        continue
+                    first = names.get(w.name)
+                    if first is not None and rid and first.request_id == rid:
+                        c.same_as = first  # the same request twice in one batch
+                        continue
+                    if w.name in self.workloads or w.name in self.finished_names or first is not None:
+                        raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
+                    q = self.quota(w.quota)
+                    if self.engines[q.resource_group].quotas.children.get(q.name):
+                        raise FailedPrecondition(
+                            "QUOTA_HAS_CHILDREN",
+                            f"{q.name} has child quotas; charge workloads to a leaf quota",
+                            quota=q.name,
+                        )
+                except DomainError as exc:
+                    if not c.future.done():
+                        c.future.set_exception(exc)
+                    continue
+                names[w.name] = c
+                accepted.append(c)
+            if accepted:
+                for c in accepted:
+                    self.seq += 1
+                    c.workload.seq = self.seq
+                async with self._write() as uow:
+                    await uow.store.insert_workloads([(c.workload, c.request_id or None) for c in accepted])
+                    await uow.outbox.add_rows([c.event for c in accepted])
+                    await uow.commit()
+                for c in accepted:
+                    w = c.workload
+                    self.workloads[w.name] = w
+                    if c.request_id:
+                        self.request_ids[c.request_id] = w.name
+                    self.engines[self.quota(w.quota).resource_group].add(w)
+            for c in batch:
+                if c.future.done():
+                    continue
+                c.future.set_result(c.same_as.workload if c.same_as is not None else c.workload)
 
     async def update_workload(
         self, name: str, etag: str, apply: Callable[[Workload], int | None]
@@ -824,6 +876,19 @@ class Scheduler:
     async def finished(self, workspace: str | None) -> list[Workload]:
         async with self.uow() as uow:
             return await uow.store.finished_workloads(workspace)
+
+
+@dataclass(eq=False)
+class _Create:
+    """A create waiting for the next group commit."""
+
+    workload: Workload
+    request_id: str
+    event: dict[str, object]  # the WorkloadCreated outbox row, taken in the caller's trace context
+    future: asyncio.Future[Workload] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    same_as: _Create | None = None
 
 
 def _bump(w: Workload, now: dt.datetime) -> Workload:

@@ -254,6 +254,26 @@ class Store:
         extra = {"state": str(w.state), "seq": w.seq}
         await self._put(WorkloadRow, {"workspace": ws, "id": wid}, w, workload_data(w), request_id, extra)
 
+    async def insert_workloads(self, items: list[tuple[Workload, str | None]]) -> None:
+        """Insert new workloads (with their request ids) in one statement."""
+        rows = [
+            {
+                "workspace": w.name.split("/")[1],
+                "id": w.name.rsplit("/", 1)[1],
+                "uid": w.uid,
+                "request_id": rid or None,
+                "state": str(w.state),
+                "seq": w.seq,
+                "data": workload_data(w),
+                "create_time": w.create_time,
+                "update_time": w.update_time,
+                "version": w.version,
+            }
+            for w, rid in items
+        ]
+        if rows:
+            await self.session.execute(sa.insert(WorkloadRow), rows)
+
     async def put_workloads(self, ws: Iterable[Workload]) -> None:
         for w in ws:
             await self.put_workload(w)
