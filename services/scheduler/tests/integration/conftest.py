@@ -190,7 +190,11 @@ async def stack(
             ctx = contexts.pop()
             if s.client is not None:
                 await s.client.channel.close()
-            await ctx.__aexit__(None, None, None)  # type: ignore[attr-defined]
+            watchdog = asyncio.create_task(_dump_tasks_after(30.0, "scheduler shutdown"))
+            try:
+                await ctx.__aexit__(None, None, None)  # type: ignore[attr-defined]
+            finally:
+                watchdog.cancel()
             s.app, s.client = None, None
 
         s = Stack(home, database, nats_server.url, auth.address, key, start, stop)
@@ -206,6 +210,16 @@ async def stack(
         for service in ("auth", "scheduler"):
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_{service}" CASCADE')
         await conn.close()
+
+
+async def _dump_tasks_after(seconds: float, what: str) -> None:
+    """Print every task's stack if `what` takes longer than `seconds` (a hang's diagnosis)."""
+    import sys
+
+    await asyncio.sleep(seconds)
+    print(f"--- {what} takes more than {seconds} s; tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ class Scheduler:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.cycles = 0
+        self._stopping = False
         self._creates: list[_Create] = []
         self._flusher: asyncio.Task[None] | None = None
         self.finished_names: set[str] = set()
@@ -101,7 +102,12 @@ class Scheduler:
             if isinstance(exc, Aborted):
                 await self._recover()
             raise
-        except BaseException:
+        except asyncio.CancelledError:
+            # cancelled (a caller gone, or shutdown): whether the commit happened is unknown, and a
+            # reload now would wait on the connection being cancelled; reload before the next use
+            self.dirty = True
+            raise
+        except Exception:
             await self._recover()
             raise
 
@@ -187,10 +193,15 @@ class Scheduler:
         if self._flusher is not None:  # creates already accepted are written, not dropped
             with contextlib.suppress(Exception):
                 await self._flusher
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None:  # let a cycle in progress finish its write, then stop
+            self._stopping = True
+            self._kick.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 10.0)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
 
     def kick(self) -> None:
@@ -209,10 +220,12 @@ class Scheduler:
         return soonest
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), self._next_deadline())
             self._kick.clear()
+            if self._stopping:
+                return
             try:
                 more = await self.run_cycle()
             except Exception:  # the loop must outlive any failure: back off, reload, go on
