@@ -225,6 +225,8 @@ async def test_concurrent_creates_commit_together_and_stay_exact(client: Client)
         client.workloads.CreateWorkload(create("twice")),
         client.workloads.CreateWorkload(create("retried", "req-1")),  # a retry: the same workload
         client.workloads.CreateWorkload(create("retried", "req-1")),
+        client.workloads.CreateWorkload(create("clash-a", "req-2")),  # one request id, two names
+        client.workloads.CreateWorkload(create("clash-b", "req-2")),
     ]
     results = await asyncio.gather(*calls, return_exceptions=True)
     made = [r for r in results[:40] if isinstance(r, workload_pb2.Workload)]
@@ -236,12 +238,17 @@ async def test_concurrent_creates_commit_together_and_stay_exact(client: Client)
     first, second = results[42:44]
     assert isinstance(first, workload_pb2.Workload) and isinstance(second, workload_pb2.Workload)
     assert first.uid == second.uid
+    clash = results[44:46]
+    assert sum(isinstance(r, workload_pb2.Workload) for r in clash) == 1  # the others are unaffected
+    assert (
+        next(r for r in clash if isinstance(r, grpc.aio.AioRpcError)).code()
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:  # the request id names another workload
         await client.workloads.CreateWorkload(create("other", "req-1"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     listed = await client.workloads.ListWorkloads(
         workload_pb2.ListWorkloadsRequest(parent="workspaces/team", page_size=100)
     )
-    assert len(listed.workloads) == 42
-    queue_order = sorted(w.name for w in listed.workloads)
-    assert len(set(queue_order)) == 42
+    assert len(listed.workloads) == 43
+    assert len({w.name for w in listed.workloads}) == 43

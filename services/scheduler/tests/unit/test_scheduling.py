@@ -471,3 +471,28 @@ def test_a_settled_cluster_makes_no_decisions_and_new_work_is_looked_at_alone() 
     assert g.cycle(NOW).decisions == 0  # that cycle (in submit) already looked at b's queue only
     g.add(wl("later", "a", gpus=2))
     assert g.cycle(NOW).decisions == 4  # a's queue, up to the look-ahead; b's is not looked at
+
+
+def test_removing_a_pending_workload_lets_the_ones_behind_it_be_tried() -> None:
+    g = sched(gpu_nodes(1, gpus=1), quota("team", "team"), lookahead=2)
+    blockers = [wl(f"b{i}", gpus=2) for i in range(2)]  # never fit
+    last = wl("last")
+    submit(g, *blockers, last)
+    assert last.pending_code == "QUEUED_BEHIND"
+    g.finish(blockers[0], "CANCELLED", "", NOW)
+    for _ in range(3):
+        g.cycle(NOW)
+    assert last.state == State.ADMITTED
+
+
+def test_raising_a_guarantee_lets_a_settled_queue_reclaim() -> None:
+    g = sched(gpu_nodes(1, gpus=4), quota("a", "a"), quota("b", "b"))
+    hogs = [wl(f"a{i}", "a") for i in range(4)]
+    submit(g, *hogs)  # a borrows the whole node
+    claim = wl("claim", "b")
+    submit(g, claim)
+    assert claim.pending_code == "NO_PLACEMENT" and not g.cycle(NOW).preempting
+    spec = g.quotas.specs[f"{RG}/quotas/b"]
+    spec.min = {"gpu": 2000}
+    g.touch()
+    assert [v.quota for v in g.cycle(NOW).preempting] == [f"{RG}/quotas/a"]

@@ -112,6 +112,7 @@ class Scheduler:
             raise
 
     async def _recover(self) -> None:
+        self.dirty = True  # until the reload is done, even if it is cancelled
         try:
             await self.load()
             self.dirty = False
@@ -186,6 +187,7 @@ class Scheduler:
         engine.rebuild()
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="scheduler-loop")
         self.kick()
 
@@ -487,6 +489,7 @@ class Scheduler:
             for nid in gone:
                 del current[nid]
             self._reshape(g.id)
+            await self._report_orphans()
         self.kick()
         return created, updated, len(gone)
 
@@ -528,6 +531,7 @@ class Scheduler:
                 await uow.commit()
             self.nodes[n.resource_group][n.id] = new
             engine.update_node(new.info())
+            await self._report_orphans()
         self.kick()
         return new
 
@@ -668,6 +672,7 @@ class Scheduler:
                 await uow.commit()
             del self.quotas[name]
             engine.quotas.remove(name)
+            engine.queues.pop(name, None)
             engine.touch()
 
     # ---- workloads ---------------------------------------------------------------------------
@@ -727,16 +732,26 @@ class Scheduler:
             batch, self._creates = self._creates, []
             try:
                 await self._create_batch(batch)
-            except Exception as exc:  # the transaction failed: every create in it did
-                for c in batch:
-                    if not c.future.done():
-                        c.future.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1:
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(exc)
+                else:  # one create's row may have failed them all: write each on its own
+                    for c in batch:
+                        if c.future.done():
+                            continue
+                        try:
+                            await self._create_batch([c])
+                        except Exception as single:
+                            if not c.future.done():
+                                c.future.set_exception(single)
             self.kick()
 
     async def _create_batch(self, batch: list[_Create]) -> None:
         async with self._locked():
             accepted: list[_Create] = []
             names: dict[str, _Create] = {}
+            rids: dict[str, _Create] = {}
             for c in batch:
                 w, rid = c.workload, c.request_id
                 try:
@@ -758,6 +773,12 @@ class Scheduler:
                     if first is not None and rid and first.request_id == rid:
                         c.same_as = first  # the same request twice in one batch
                         continue
+                    if rid and rid in rids:
+                        raise InvalidArgument(
+                            "REQUEST_ID_CONFLICT",
+                            "request_id was already used for another request",
+                            violations=[FieldViolation("request_id", "already used for another request")],
+                        )
                     if w.name in self.workloads or w.name in self.finished_names or first is not None:
                         raise AlreadyExists("WORKLOAD_ALREADY_EXISTS", f"{w.name} exists", workload=w.name)
                     q = self.quota(w.quota)
@@ -772,6 +793,8 @@ class Scheduler:
                         c.future.set_exception(exc)
                     continue
                 names[w.name] = c
+                if rid:
+                    rids[rid] = c
                 accepted.append(c)
             if accepted:
                 for c in accepted:

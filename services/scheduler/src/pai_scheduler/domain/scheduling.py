@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -114,7 +114,7 @@ class GroupScheduler:
         self._admit_seq = 0
         # a pass walks the queues; it covers every quota after capacity or limits changed, else
         # only the quotas whose queues changed; a settled cluster makes no decisions at all
-        self._pass: dict[str, tuple[int, int]] | None = None  # quota -> (position, failures)
+        self._pass: dict[str, tuple[tuple[int, int, str] | None, int]] | None = None  # quota -> (last, fails)
         self._all_dirty = True
         self._dirty_quotas: set[str] = set()
         self.orphans: list[Workload] = []  # lost their placement on a rebuild; the engine reports them
@@ -153,7 +153,7 @@ class GroupScheduler:
 
     def can_host(self, info: NodeInfo) -> str:
         """Why a new version `info` of a node cannot keep what is placed on it ('' when it can)."""
-        cpu = memory = 0
+        cpu = memory_mib = 0  # memory as the placement engine counts it: pods up, nodes down to MiB
         cards = [0] * len(info.gpu_models)
         for name in self._holders:
             w = self.workloads[name]
@@ -162,15 +162,15 @@ class GroupScheduler:
                 if p.node != info.id:
                     continue
                 cpu += by_set[p.pod_set].cpu_milli
-                memory += by_set[p.pod_set].memory_bytes
+                memory_mib += -(-by_set[p.pod_set].memory_bytes // MIB)
                 for i in p.gpu_indices:
                     if i >= len(cards):
                         return f"card {i} holds pods of {w.name}"
                     if info.gpu_models[i] != p.gpu_model:
                         return f"card {i} holds pods of {w.name} placed on a {p.gpu_model}"
                     cards[i] += p.gpu_milli
-        if cpu > info.cpu_milli or memory > info.memory_bytes:
-            return f"its pods hold {describe(CPU, cpu)} and {describe(MEMORY, memory)}"
+        if cpu > info.cpu_milli or memory_mib > info.memory_bytes // MIB:
+            return f"its pods hold {describe(CPU, cpu)} and {describe(MEMORY, memory_mib * MIB)}"
         if any(c > GPU_MILLI for c in cards):
             return "its cards are allocated beyond a whole card"
         return ""
@@ -280,7 +280,7 @@ class GroupScheduler:
         try:
             self._reserve(w)
         except PlacementError as exc:
-            now = w.admit_time or dt.datetime.now(dt.UTC)
+            now = dt.datetime.now(dt.UTC)
             w.transition(State.PREEMPTED)
             w.preemption = Preemption("NODE_DELETED", str(exc), "", now, now)
             self._holders.discard(w.name)
@@ -289,17 +289,23 @@ class GroupScheduler:
     def forget(self, w: Workload) -> None:
         """Stop tracking a workload (finished or deleted); free what it holds."""
         if w.name in self.workloads:
+            if w.state == State.PENDING:
+                self._dirty_quotas.add(w.quota)  # the ones behind it move up
             self._dequeue(w)
             if w.holds:
                 self._release(w)
             del self.workloads[w.name]
+        if w.name in self._waiting:
+            self._all_dirty = True  # what it held back may go now
         self._waiting.discard(w.name)
         self._unevaluated.discard(w.name)
         self._no_victims.pop(w.name, None)
 
     def touch(self) -> None:
-        """Quotas or limits changed: the next pass looks at every queue."""
+        """Quotas or limits changed: the next pass looks at every queue, and preemption searches
+        that found nothing are worth trying again."""
         self._all_dirty = True
+        self._epoch += 1
 
     def _enqueue(self, w: Workload) -> None:
         self._dirty_quotas.add(w.quota)
@@ -734,32 +740,36 @@ class GroupScheduler:
             self._decide(w, now, changes, preempt=True)
         if self._pass is None:  # start a pass over the queues that something changed for
             quotas = self.queues if self._all_dirty else self._dirty_quotas
-            self._pass = {q: (0, 0) for q in quotas if self.queues.get(q)}
+            self._pass = {q: (None, 0) for q in quotas if self.queues.get(q)}
             self._all_dirty = False
             self._dirty_quotas = set()
         progress = self._pass
-        heap = [(self.quotas.dominant_share(q), q, pos, fails) for q, (pos, fails) in progress.items()]
+        for q in [q for q in progress if q not in self.quotas.specs]:  # deleted meanwhile
+            del progress[q]
+        # a quota's progress is the queue key of the last workload tried (not a position, which
+        # removals ahead of it would shift), so the pass resumes right after it
+        heap = [(self.quotas.dominant_share(q), q) for q in progress]
         heapq.heapify(heap)
         while heap and budget > 0:
-            _, q, pos, failures = heapq.heappop(heap)
-            queue = self.queues[q]
+            _, q = heapq.heappop(heap)
+            after, failures = progress[q]
+            queue = self.queues.get(q, [])
+            pos = 0 if after is None else bisect_right(queue, after, key=lambda e: e[0])
             if pos >= len(queue):
                 del progress[q]
                 continue
-            w = queue[pos][1]
+            key, w = queue[pos]
             if w.name in tried:
-                heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos + 1, failures))
-                progress[q] = (pos + 1, failures)
+                progress[q] = (key, failures)
+                heapq.heappush(heap, (self.quotas.dominant_share(q), q))
                 continue
             budget -= 1
             tried.add(w.name)
             if self._decide(w, now, changes, preempt=failures == 0):
-                # admitted: dequeued, so the same position holds the next workload
-                heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos, failures))
-                progress[q] = (pos, failures)
+                heapq.heappush(heap, (self.quotas.dominant_share(q), q))  # dequeued: resume after `after`
             elif failures + 1 < self.policy.lookahead:
-                heapq.heappush(heap, (self.quotas.dominant_share(q), q, pos + 1, failures + 1))
-                progress[q] = (pos + 1, failures + 1)
+                progress[q] = (key, failures + 1)
+                heapq.heappush(heap, (self.quotas.dominant_share(q), q))
             else:
                 del progress[q]
         if heap:  # the budget ran out: the pass goes on next cycle where it stopped
@@ -845,8 +855,9 @@ class GroupScheduler:
             )
         if victims:
             self._waiting.add(w.name)
-        else:
+        elif w.name in self._waiting:
             self._waiting.discard(w.name)
+            self._all_dirty = True  # it no longer holds anything back
         self._unevaluated.discard(w.name)
         names = tuple(v.name for v in victims)
         if w.set_pending(failure.code, failure.message, dict(failure.metadata), names):
