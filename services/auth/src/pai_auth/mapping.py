@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from google.protobuf import timestamp_pb2
-
 from pai.auth.v1 import (
     audit_pb2,
     authorization_pb2,
@@ -23,29 +21,10 @@ from pai_auth.domain.model import (
     User,
     Workspace,
 )
-from pai_common.errors import FieldViolation, InvalidArgument
 from pai_common.events import OutboxEvent
+from pai_common.wire import ts
 
 SOURCE = "//auth.pai.dev"
-
-
-def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value)
-    return out
-
-
-def from_ts(value: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
-    """A request timestamp; one out of range is INVALID_ARGUMENT on `field`."""
-    try:
-        return value.ToDatetime(tzinfo=dt.UTC)
-    except (ValueError, OverflowError) as exc:
-        message = "not a valid timestamp"
-        raise InvalidArgument(
-            "INVALID_ARGUMENT", f"{field}: {message}", violations=[FieldViolation(field, message)]
-        ) from exc
 
 
 def etag(uid: str, version: int) -> str:

@@ -71,7 +71,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         js = nc.jetstream()
         await events.ensure_stream(js)
         relay = Relay(engine, EVENTS.outbox, js)
-        uow = UnitOfWorkFactory(engine, SOURCE, relay.notify)
+        uow = UnitOfWorkFactory(engine, relay.notify)
         scheduler = Scheduler(uow)
         await scheduler.load()
         local = str(settings.get("local_node", "true")).lower() in ("1", "true", "yes")

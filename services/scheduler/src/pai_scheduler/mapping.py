@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
-
-from google.protobuf import duration_pb2, timestamp_pb2
 
 from pai.scheduler.v1 import (
     events_pb2,
@@ -16,6 +13,7 @@ from pai.scheduler.v1 import (
     workload_pb2,
 )
 from pai_common.events import OutboxEvent
+from pai_common.wire import duration, ts
 from pai_scheduler.domain.quota import CPU, GPU, MEMORY, Amounts, QuotaSpec
 from pai_scheduler.domain.records import Gpu, NodeRecord, QuotaRecord, ResourceGroup
 from pai_scheduler.domain.scheduling import Policy
@@ -23,20 +21,6 @@ from pai_scheduler.domain.workload import PodSet, State, Workload
 
 SOURCE = "scheduler.pai.dev"
 W = workload_pb2.Workload
-
-
-def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value)
-    return out
-
-
-def duration(seconds: float) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromTimedelta(dt.timedelta(seconds=seconds))
-    return out
 
 
 # ---- amounts -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pai_auth.app.audit import AuditUseCases
 from pai_auth.app.identity import SERVICE_ACCOUNT_FIELDS, USER_DEFAULT_FIELDS, USER_FIELDS, IdentityUseCases
 from pai_auth.app.workspaces import WORKSPACE_FIELDS, WorkspaceUseCases
 from pai_auth.domain.model import ServiceAccount, User, UserState, Workspace
-from pai_common import fieldmask, pagination, tokens
+from pai_common import fieldmask, pagination, tokens, wire
 from pai_common.db import utcnow
 from pai_common.errors import FailedPrecondition
 from pai_common.interceptors import credential_of
@@ -150,7 +150,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.CreateApiKeyRequest, context: Ctx
     ) -> identity_pb2.ApiKey:
         k = request.api_key
-        expire = mapping.from_ts(k.expire_time, "api_key.expire_time") if k.HasField("expire_time") else None
+        expire = wire.from_ts(k.expire_time, "api_key.expire_time") if k.HasField("expire_time") else None
         key = await self._uc.create_api_key(request.parent, k.display_name, expire)
         return mapping.api_key(key, utcnow())
 
@@ -309,7 +309,7 @@ class AuthorizationServicer(authorization_pb2_grpc.AuthorizationServiceServicer)
                 "TOKEN_NOT_RENEWABLE", "tokens are issued for API keys only; a token cannot renew itself"
             )
         token, expires = await self._uc.issue_token(caller(), request.ttl_seconds)
-        return authorization_pb2.IssueTokenResponse(token=token, expire_time=mapping.ts(expires))
+        return authorization_pb2.IssueTokenResponse(token=token, expire_time=wire.ts(expires))
 
     async def GetJwks(
         self, request: authorization_pb2.GetJwksRequest, context: Ctx

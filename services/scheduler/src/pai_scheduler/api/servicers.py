@@ -25,7 +25,7 @@ from pai.scheduler.v1 import (
     workload_pb2,
     workload_pb2_grpc,
 )
-from pai_common import fieldmask, pagination
+from pai_common import fieldmask, pagination, wire
 from pai_common.errors import FieldViolation, InvalidArgument
 from pai_scheduler import mapping
 from pai_scheduler.app.engine import Scheduler
@@ -428,7 +428,7 @@ def quota_usage(s: Scheduler, q: QuotaRecord) -> quota_pb2.QuotaUsage:
         preempting_workload_count=counts["preempting"],
         dominant_share=share,
         weighted_share=tree.dominant_share(q.name),
-        compute_time=mapping.ts(s.clock()),
+        compute_time=wire.ts(s.clock()),
     )
 
 
@@ -642,7 +642,7 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
             out = workload_pb2.WorkloadExplanation(
                 workload=w.name,
                 state=workload_pb2.Workload.State.Value(str(w.state)),
-                evaluate_time=mapping.ts(s.clock()),
+                evaluate_time=wire.ts(s.clock()),
             )
             if w.state != State.PENDING or w.name not in s.workloads:
                 return out
@@ -732,7 +732,7 @@ class StatsServicer(stats_pb2_grpc.SchedulerStatsServiceServicer):
             if request.resource_group
             else sorted(s.groups.values(), key=lambda g: g.id)
         )
-        out = stats_pb2.SchedulerStats(leader=True, compute_time=mapping.ts(now))
+        out = stats_pb2.SchedulerStats(leader=True, compute_time=wire.ts(now))
         for g in groups:
             engine = s.engines[g.id]
             live = [w for w in s.workloads.values() if w.resource_group == g.name]
@@ -751,16 +751,16 @@ class StatsServicer(stats_pb2_grpc.SchedulerStatsServiceServicer):
                 pending_workload_count=len(pending),
                 admitted_workload_count=sum(1 for w in live if w.state == State.ADMITTED),
                 preempting_workload_count=sum(1 for w in live if w.state == State.PREEMPTING),
-                oldest_pending_age=mapping.duration((now - oldest).total_seconds() if oldest else 0),
+                oldest_pending_age=wire.duration((now - oldest).total_seconds() if oldest else 0),
                 decisions=stats_pb2.DecisionStats(
                     admitted_total=st.admitted_total,
                     preempted_total=st.preempted_total,
                     attempts_total=st.attempts_total,
                     admissions_per_second=len(recent) / 60.0,
-                    decision_latency_p50=mapping.duration(_quantile(lat, 0.5)),
-                    decision_latency_p99=mapping.duration(_quantile(lat, 0.99)),
-                    admission_wait_p50=mapping.duration(_quantile(list(st.waits), 0.5)),
-                    last_cycle_time=mapping.ts(st.last_cycle),
+                    decision_latency_p50=wire.duration(_quantile(lat, 0.5)),
+                    decision_latency_p99=wire.duration(_quantile(lat, 0.99)),
+                    admission_wait_p50=wire.duration(_quantile(list(st.waits), 0.5)),
+                    last_cycle_time=wire.ts(st.last_cycle),
                 ),
             )
             if request.include_quotas:
@@ -774,7 +774,7 @@ class StatsServicer(stats_pb2_grpc.SchedulerStatsServiceServicer):
                             quota=q.name,
                             workspace=q.spec.workspace,
                             usage=quota_usage(s, q),
-                            oldest_pending_age=mapping.duration(
+                            oldest_pending_age=wire.duration(
                                 (now - q_oldest).total_seconds() if q_oldest else 0
                             ),
                         )

@@ -10,15 +10,12 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from pai_common.db import conflict
-from pai_common.errors import Aborted
-from pai_common.events import Outbox, OutboxEvent
+from pai_common import uow
 from pai_scheduler.db.rows import EVENTS, NodeRow, QuotaRow, ResourceGroupRow, WorkloadRow
 from pai_scheduler.domain.quota import QuotaSpec
 from pai_scheduler.domain.records import Gpu, NodeRecord, QuotaRecord, ResourceGroup
@@ -317,51 +314,15 @@ class Store:
             )
 
 
-class UnitOfWork:
-    """`async with uow:` opens a transaction; `commit()` ends it; leaving without commit rolls back."""
+class UnitOfWork(uow.UnitOfWork):
+    """The chassis' transaction with the scheduler's store attached."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], on_commit: Callable[[], None], source: str
-    ):
-        self._sessions = sessions
-        self._on_commit = on_commit
-        self._source = source
+    store: Store
 
-    async def __aenter__(self) -> UnitOfWork:
-        self.session = self._sessions()
-        await self.session.begin()
+    def opened(self) -> None:
         self.store = Store(self.session)
-        self.outbox = Outbox(self.session, EVENTS.outbox)
-        return self
-
-    async def publish(self, subject: str, message: Any) -> None:
-        await self.outbox.add(OutboxEvent(subject, message, self._source))
-
-    async def commit(self) -> None:
-        await self.session.commit()
-        if self.outbox.added:
-            self._on_commit()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.session.in_transaction():
-            await self.session.rollback()
-        await self.session.close()
-        if exc is not None and conflict(exc):
-            raise Aborted("CONCURRENT_MODIFICATION", "a concurrent change hit the same data; retry") from exc
 
 
-class UnitOfWorkFactory:
-    def __init__(
-        self, engine: AsyncEngine, source: str, on_commit: Callable[[], None] = lambda: None
-    ) -> None:
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._source = source
-        self.on_commit = on_commit
-
-    def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self._sessions, lambda: self.on_commit(), self._source)
+class UnitOfWorkFactory(uow.UnitOfWorkFactory[UnitOfWork]):
+    def __init__(self, engine: AsyncEngine, on_commit: Callable[[], None] = lambda: None) -> None:
+        super().__init__(engine, EVENTS.outbox, UnitOfWork, on_commit)
