@@ -187,8 +187,8 @@ class _Row:
     """Cached decisions for one pod shape: the score of every node (in placer order) and the
     decision for every distinct node state seen (by state id)."""
 
-    scores: npt.NDArray[np.float64]
-    versions: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float64]  # inf where the node cannot take the shape or is unschedulable
+    seen: int  # the change-log position this row is current to; -1: never filled
     by_state: dict[int, Decision | None]
 
 
@@ -211,7 +211,11 @@ class Placer:
         # by scoring each distinct state once and spreading the scores with numpy
         self._state_ids: dict[NodeState, int] = {}
         self._state_id = np.array([self._intern(s) for s in self._states], dtype=np.int64)
-        self._version = np.zeros(len(ordered), dtype=np.int64)
+        # every change (a placement, a release, a schedulable flag) appends the node's index; a row
+        # refreshes only the nodes logged since it was last current, so a decision costs what changed
+        # since, not the node count (the log is dropped, and rows refilled, when it outgrows them)
+        self._log: list[int] = []
+        self._log_base = 0
         self._rows: dict[PodShape, _Row] = {}
         self.schedulable: npt.NDArray[np.bool_] = np.ones(len(ordered), dtype=np.bool_)
 
@@ -221,7 +225,9 @@ class Placer:
 
     def set_schedulable(self, node: str, schedulable: bool) -> None:
         """Exclude a node from (or return it to) placement; what it holds stays allocated."""
-        self.schedulable[self._index[node]] = schedulable
+        i = self._index[node]
+        self.schedulable[i] = schedulable
+        self._log.append(i)
 
     def _intern(self, state: NodeState) -> int:
         sid = self._state_ids.get(state)
@@ -233,9 +239,16 @@ class Placer:
         row = self._rows.get(shape)
         n = len(self.nodes)
         if row is None:
-            row = _Row(np.full(n, np.inf), np.full(n, -1, dtype=np.int64), {})
+            row = _Row(np.full(n, np.inf), -1, {})
             self._rows[shape] = row
-        dirty = np.flatnonzero(row.versions != self._version)
+        end = self._log_base + len(self._log)
+        if row.seen < self._log_base:
+            dirty = np.arange(n, dtype=np.int64)
+        elif row.seen < end:
+            dirty = np.unique(np.asarray(self._log[row.seen - self._log_base :], dtype=np.int64))
+        else:
+            dirty = np.empty(0, dtype=np.int64)
+        row.seen = end
         if dirty.size:
             ids = self._state_id[dirty]
             distinct, first, where = np.unique(ids, return_index=True, return_inverse=True)
@@ -248,8 +261,7 @@ class Placer:
                     state = self._states[int(dirty[first[k]])]
                     decision = decisions[sid] = score(state, shape)
                 values[k] = np.inf if decision is None else decision[0]
-            row.scores[dirty] = values[where]
-            row.versions[dirty] = self._version[dirty]
+            row.scores[dirty] = np.where(self.schedulable[dirty], values[where], np.inf)
         return row
 
     def choose(
@@ -264,8 +276,7 @@ class Placer:
         row = self._row(shape)
         if not len(row.scores):
             return None
-        mask = self.schedulable if eligible is None else self.schedulable & eligible
-        scores = np.where(mask, row.scores, np.inf)
+        scores = row.scores if eligible is None else np.where(eligible, row.scores, np.inf)
         i = int(np.argmin(scores))  # first minimum = earliest in the seeded order
         if scores[i] == np.inf:
             return None
@@ -304,7 +315,10 @@ class Placer:
     def _changed(self, i: int) -> None:
         self._states[i] = self.nodes[i].state()
         self._state_id[i] = self._intern(self._states[i])
-        self._version[i] += 1
+        self._log.append(i)
+        if len(self._log) > 4 * len(self.nodes) + 1024:
+            self._log_base += len(self._log)
+            self._log = []
 
     @property
     def gpu_used_milli(self) -> int:
