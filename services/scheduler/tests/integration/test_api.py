@@ -172,7 +172,6 @@ async def test_stats_and_quota_usage(client: Client) -> None:
     assert rg.pending_workload_count == 1 and rg.admitted_workload_count == 1
     assert rg.decisions.admitted_total >= 1 and rg.decisions.attempts_total >= 2
     assert rg.quotas[0].usage.admitted.gpu_milli == 3000
-    await asyncio.sleep(0)
 
 
 async def test_update_priority_moves_the_queue_and_requeue_and_delete(client: Client) -> None:

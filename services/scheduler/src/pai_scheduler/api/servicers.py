@@ -7,7 +7,9 @@ import datetime as dt
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -32,7 +34,7 @@ from pai_scheduler.app.engine import Scheduler
 from pai_scheduler.domain.quota import CPU, GPU, MEMORY, Amounts, add
 from pai_scheduler.domain.records import NodeRecord, QuotaRecord, ResourceGroup
 from pai_scheduler.domain.scheduling import Failure
-from pai_scheduler.domain.workload import State, Workload
+from pai_scheduler.domain.workload import PodPlacement, PodSet, State, Workload
 from pai_scheduler.inventory import InventoryError, parse_openb_nodes
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -144,30 +146,37 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def __init__(self, scheduler: Scheduler) -> None:
         self._s = scheduler
 
-    def render(self, n: NodeRecord) -> node_pb2.Node:
-        s = self._s
+    def placed(self, rg: str) -> dict[str, list[tuple[PodSet, PodPlacement]]]:
+        """The pods placed in group `rg`, by node: one walk over the workloads per call, not per node."""
+        out: dict[str, list[tuple[PodSet, PodPlacement]]] = {}
+        group = f"resourceGroups/{rg}"
+        for w in self._s.workloads.values():
+            if w.resource_group != group or not w.holds:
+                continue
+            by_set = {ps.name: ps for ps in w.pod_sets}
+            for p in w.placements:
+                out.setdefault(p.node, []).append((by_set[p.pod_set], p))
+        return out
+
+    def render(
+        self, n: NodeRecord, placed: dict[str, list[tuple[PodSet, PodPlacement]]] | None = None
+    ) -> node_pb2.Node:
+        if placed is None:
+            placed = self.placed(n.resource_group)
         allocated: Amounts = {}
         per_card = [0] * len(n.gpus)
         pods_per_card = [0] * len(n.gpus)
         pods = 0
-        rg = f"resourceGroups/{n.resource_group}"
-        for w in s.workloads.values():
-            if w.resource_group != rg or not w.holds:
-                continue
-            by_set = {ps.name: ps for ps in w.pod_sets}
-            for p in w.placements:
-                if p.node != n.id:
-                    continue
-                ps = by_set[p.pod_set]
-                pods += 1
-                allocated = add(allocated, {CPU: ps.cpu_milli, MEMORY: ps.memory_bytes})
-                for i in p.gpu_indices:
-                    if i < len(per_card):
-                        per_card[i] += p.gpu_milli
-                        pods_per_card[i] += 1
-                if p.gpu_indices:
-                    amount = p.gpu_milli * len(p.gpu_indices)
-                    allocated = add(allocated, {GPU: amount, f"gpu/{p.gpu_model}": amount})
+        for ps, p in placed.get(n.id, []):
+            pods += 1
+            allocated = add(allocated, {CPU: ps.cpu_milli, MEMORY: ps.memory_bytes})
+            for i in p.gpu_indices:
+                if i < len(per_card):
+                    per_card[i] += p.gpu_milli
+                    pods_per_card[i] += 1
+            if p.gpu_indices:
+                amount = p.gpu_milli * len(p.gpu_indices)
+                allocated = add(allocated, {GPU: amount, f"gpu/{p.gpu_model}": amount})
         return mapping.node(n, allocated, per_card, pods_per_card, pods)
 
     @staticmethod
@@ -214,7 +223,13 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         nodes.sort(key=lambda n: (n.resource_group, n.id))
         nodes = _filter_nodes(nodes, request.filter)
         page, token = _page(request, nodes, parent=request.parent, filter=request.filter)
-        return node_pb2.ListNodesResponse(nodes=[self.render(n) for n in page], next_page_token=token)
+        placed: dict[str, dict[str, list[tuple[PodSet, PodPlacement]]]] = {}
+        for n in page:
+            if n.resource_group not in placed:
+                placed[n.resource_group] = self.placed(n.resource_group)
+        return node_pb2.ListNodesResponse(
+            nodes=[self.render(n, placed[n.resource_group]) for n in page], next_page_token=token
+        )
 
     async def UpdateNode(self, request: node_pb2.UpdateNodeRequest, context: Ctx) -> node_pb2.Node:
         m = request.node
@@ -387,7 +402,26 @@ def _terms(expression: str, keys: Sequence[str]) -> list[tuple[str, set[str]]]:
 # ---- quotas --------------------------------------------------------------------------------------
 
 
-def quota_usage(s: Scheduler, q: QuotaRecord) -> quota_pb2.QuotaUsage:
+@dataclass
+class _Tally:
+    """What a quota's own workloads hold and wait for (`quota_usage` sums a subtree's)."""
+
+    pending: Amounts = field(default_factory=dict)
+    counts: Counter[State] = field(default_factory=Counter)
+
+
+def tallies(s: Scheduler) -> dict[str, _Tally]:
+    """Every quota's tally, from one walk over the workloads (not one per quota rendered)."""
+    out: dict[str, _Tally] = {}
+    for w in s.workloads.values():
+        t = out.setdefault(w.quota, _Tally())
+        t.counts[w.state] += 1
+        if w.state == State.PENDING:
+            t.pending = add(t.pending, w.request())
+    return out
+
+
+def quota_usage(s: Scheduler, q: QuotaRecord, tally: dict[str, _Tally] | None = None) -> quota_pb2.QuotaUsage:
     engine = s.engines[q.resource_group]
     tree = engine.quotas
     used = tree.usage.get(q.name, {})
@@ -401,19 +435,14 @@ def quota_usage(s: Scheduler, q: QuotaRecord) -> quota_pb2.QuotaUsage:
         lendable = idle if limit is None else min(idle, limit)
         taken = sum(max(0, tree.usage[c].get(r, 0) - tree.specs[c].min.get(r, 0)) for c in siblings)
         lent[r] = min(lendable, taken)
-    subtree = set(tree.subtree(q.name))
+    tally = tallies(s) if tally is None else tally
     pending: Amounts = {}
-    counts = {"pending": 0, "admitted": 0, "preempting": 0}
-    for w in s.workloads.values():
-        if w.quota not in subtree:
-            continue
-        if w.state == State.PENDING:
-            pending = add(pending, w.request())
-            counts["pending"] += 1
-        elif w.state == State.ADMITTED:
-            counts["admitted"] += 1
-        elif w.state == State.PREEMPTING:
-            counts["preempting"] += 1
+    counts: Counter[State] = Counter()
+    for name in tree.subtree(q.name):
+        t = tally.get(name)
+        if t is not None:
+            pending = add(pending, t.pending)
+            counts.update(t.counts)
     resources = {CPU, MEMORY, GPU} | {r for r in tree.capacity if r.startswith("gpu/")}
     available = {r: max(0, tree.room(q.name, r)) for r in resources}
     share = tree.dominant_share(q.name) * max(spec.weight, 1)
@@ -423,9 +452,9 @@ def quota_usage(s: Scheduler, q: QuotaRecord) -> quota_pb2.QuotaUsage:
         lent=mapping.resources(lent),
         pending=mapping.resources(pending),
         available=mapping.resources(available),
-        admitted_workload_count=counts["admitted"],
-        pending_workload_count=counts["pending"],
-        preempting_workload_count=counts["preempting"],
+        admitted_workload_count=counts[State.ADMITTED],
+        pending_workload_count=counts[State.PENDING],
+        preempting_workload_count=counts[State.PREEMPTING],
         dominant_share=share,
         weighted_share=tree.dominant_share(q.name),
         compute_time=wire.ts(s.clock()),
@@ -436,8 +465,8 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     def __init__(self, scheduler: Scheduler) -> None:
         self._s = scheduler
 
-    def render(self, q: QuotaRecord) -> quota_pb2.Quota:
-        return mapping.quota(q, quota_usage(self._s, q))
+    def render(self, q: QuotaRecord, tally: dict[str, _Tally] | None = None) -> quota_pb2.Quota:
+        return mapping.quota(q, quota_usage(self._s, q, tally))
 
     async def CreateQuota(self, request: quota_pb2.CreateQuotaRequest, context: Ctx) -> quota_pb2.Quota:
         name = f"{request.parent}/quotas/{request.quota_id}"
@@ -469,7 +498,10 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                 )
             ]  # fmt: skip
         page, token = _page(request, quotas, parent=request.parent, filter=request.filter)
-        return quota_pb2.ListQuotasResponse(quotas=[self.render(q) for q in page], next_page_token=token)
+        tally = tallies(self._s)
+        return quota_pb2.ListQuotasResponse(
+            quotas=[self.render(q, tally) for q in page], next_page_token=token
+        )
 
     async def UpdateQuota(self, request: quota_pb2.UpdateQuotaRequest, context: Ctx) -> quota_pb2.Quota:
         m = request.quota
@@ -678,7 +710,7 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
                     )
                 )
             victims = list(w.victims)
-            if (not victims and verdict.fits is False) or not victims:
+            if not victims:
                 result = engine.try_admit(w, commit=False)
                 if isinstance(result, Failure):
                     victims = (
@@ -764,6 +796,7 @@ class StatsServicer(stats_pb2_grpc.SchedulerStatsServiceServicer):
                 ),
             )
             if request.include_quotas:
+                tally = tallies(s)
                 for q in sorted(
                     (q for q in s.quotas.values() if q.resource_group == g.id), key=lambda q: q.name
                 ):
@@ -773,7 +806,7 @@ class StatsServicer(stats_pb2_grpc.SchedulerStatsServiceServicer):
                         stats_pb2.QuotaQueueStats(
                             quota=q.name,
                             workspace=q.spec.workspace,
-                            usage=quota_usage(s, q),
+                            usage=quota_usage(s, q, tally),
                             oldest_pending_age=wire.duration(
                                 (now - q_oldest).total_seconds() if q_oldest else 0
                             ),
@@ -781,13 +814,3 @@ class StatsServicer(stats_pb2_grpc.SchedulerStatsServiceServicer):
                     )
             out.resource_groups.append(rg)
         return out
-
-
-__all__ = [
-    "Callable",
-    "NodeServicer",
-    "QuotaServicer",
-    "ResourceGroupServicer",
-    "StatsServicer",
-    "WorkloadServicer",
-]
