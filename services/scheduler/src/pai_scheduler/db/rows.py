@@ -25,9 +25,9 @@ class Base(DeclarativeBase):
 EVENTS = event_tables(Base.metadata)
 
 
-class ResourceGroupRow(Base):
-    __tablename__ = "resource_groups"
-    id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+class _Stored:
+    """The columns every stored record has besides its key (columns of a mixin are copied)."""
+
     uid: Mapped[str] = mapped_column(sa.String(36), unique=True)
     request_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     data: Mapped[dict[str, Any]]
@@ -36,39 +36,26 @@ class ResourceGroupRow(Base):
     version: Mapped[int] = mapped_column(default=1)
 
 
-class NodeRow(Base):
+class ResourceGroupRow(_Stored, Base):
+    __tablename__ = "resource_groups"
+    id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+
+
+class NodeRow(_Stored, Base):
     __tablename__ = "nodes"
     resource_group: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
     id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
-    uid: Mapped[str] = mapped_column(sa.String(36), unique=True)
-    request_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
-    data: Mapped[dict[str, Any]]
-    create_time: Mapped[dt.datetime]
-    update_time: Mapped[dt.datetime]
-    version: Mapped[int] = mapped_column(default=1)
 
 
-class QuotaRow(Base):
+class QuotaRow(_Stored, Base):
     __tablename__ = "quotas"
     resource_group: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
     id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
-    uid: Mapped[str] = mapped_column(sa.String(36), unique=True)
-    request_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
-    data: Mapped[dict[str, Any]]
-    create_time: Mapped[dt.datetime]
-    update_time: Mapped[dt.datetime]
-    version: Mapped[int] = mapped_column(default=1)
 
 
-class WorkloadRow(Base):
+class WorkloadRow(_Stored, Base):
     __tablename__ = "workloads"
     workspace: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
     id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
-    uid: Mapped[str] = mapped_column(sa.String(36), unique=True)
-    request_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     state: Mapped[str] = mapped_column(sa.String(16), index=True)
     seq: Mapped[int] = mapped_column(sa.BigInteger)
-    data: Mapped[dict[str, Any]]
-    create_time: Mapped[dt.datetime]
-    update_time: Mapped[dt.datetime]
-    version: Mapped[int] = mapped_column(default=1)
