@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import sys
 
 from pai_auth.bootstrap import build
-from pai_common import config, telemetry
+from pai_common import service
 from pai_common.grpc_server import stop_event
 
 log = logging.getLogger("pai_auth")
 
 
 async def run() -> None:
-    settings = config.load("auth")
-    telemetry.setup_logging("auth", settings.log_level, settings.log_format)
-    telemetry.setup_tracing("auth", settings.otel_exporter, settings.otel_endpoint)
+    settings = service.configure("auth")
     given = os.environ.get("PAI_BOOTSTRAP_ADMIN_KEY", "")
     async with build(settings, bootstrap_key=given) as app:
         if app.admin_key and not given:
@@ -32,14 +28,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:
-        logging.getLogger("pai_auth").exception("auth failed to start")
-        print(f"pai auth: failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    service.main("auth", run)
 
 
 if __name__ == "__main__":
