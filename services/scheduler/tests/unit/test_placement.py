@@ -19,9 +19,11 @@ from pai_scheduler.domain.placement import (
     BestFit,
     Decision,
     Fgd,
+    FILL_WEIGHT,
     FragmentationAware,
     Placer,
     best_fit_integer_score,
+    fill_weight_for,
     make_policy,
 )
 from pai_scheduler.domain.resources import (
@@ -306,6 +308,22 @@ def test_frag_keeps_free_cpu_where_gpus_need_it() -> None:
         assert by_fgd is not None
         fgd_nodes.add(by_fgd.node)
     assert fgd_nodes == {"a", "b"}
+
+
+def test_the_filled_share_shrinks_as_pods_are_limited_to_gpu_models() -> None:
+    # No GPU shape names a model: the full share. CPU-only shapes do not count either way.
+    cpu_only = TypicalShape(8000, 0, 0, ANY, 0.4)
+    assert fill_weight_for((HALF, WHOLE)) == FILL_WEIGHT
+    assert fill_weight_for((cpu_only, TypicalShape(1000, 1, 1000, ANY, 0.6))) == FILL_WEIGHT
+    # a quarter of the GPU shapes' weight is limited to T4: 1 - 2 * 0.25 = half the share
+    t4 = TypicalShape(1000, 1, 1000, frozenset({"T4"}), 0.15)
+    shapes = (cpu_only, TypicalShape(1000, 1, 500, ANY, 0.45), t4)
+    assert fill_weight_for(shapes) == pytest.approx(FILL_WEIGHT * 0.5)
+    assert FragmentationAware(shapes).fill_weight == pytest.approx(FILL_WEIGHT * 0.5)
+    # half or more limited: FGD's measure alone (and never a negative share)
+    assert fill_weight_for((TypicalShape(1000, 1, 500, ANY, 0.5), TypicalShape(1000, 1, 1000, frozenset({"T4"}), 0.6))) == 0.0
+    assert fill_weight_for(()) == FILL_WEIGHT
+    assert FragmentationAware(shapes, fill_weight=0.05).fill_weight == 0.05  # an explicit share wins
 
 
 def test_frag_scores_are_fgd_integers_so_near_ties_go_to_the_node_order() -> None:
