@@ -16,10 +16,10 @@ from pai_scheduler.domain.fragmentation import (
     typical_shapes,
 )
 from pai_scheduler.domain.placement import (
+    FILL_WEIGHT,
     BestFit,
     Decision,
     Fgd,
-    FILL_WEIGHT,
     FragmentationAware,
     Placer,
     best_fit_integer_score,
@@ -321,7 +321,12 @@ def test_the_filled_share_shrinks_as_pods_are_limited_to_gpu_models() -> None:
     assert fill_weight_for(shapes) == pytest.approx(FILL_WEIGHT * 0.5)
     assert FragmentationAware(shapes).fill_weight == pytest.approx(FILL_WEIGHT * 0.5)
     # half or more limited: FGD's measure alone (and never a negative share)
-    assert fill_weight_for((TypicalShape(1000, 1, 500, ANY, 0.5), TypicalShape(1000, 1, 1000, frozenset({"T4"}), 0.6))) == 0.0
+    assert (
+        fill_weight_for(
+            (TypicalShape(1000, 1, 500, ANY, 0.5), TypicalShape(1000, 1, 1000, frozenset({"T4"}), 0.6))
+        )
+        == 0.0
+    )
     assert fill_weight_for(()) == FILL_WEIGHT
     assert FragmentationAware(shapes, fill_weight=0.05).fill_weight == 0.05  # an explicit share wins
 
