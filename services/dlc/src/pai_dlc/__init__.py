@@ -1,0 +1,1 @@
+"""pai dlc: distributed training jobs."""
