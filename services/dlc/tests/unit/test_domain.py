@@ -210,3 +210,17 @@ def test_state_machine() -> None:
     assert not can_move(State.CREATING, State.RUNNING)
     for t in TERMINAL:
         assert not can_move(t, State.QUEUED)
+
+
+def test_the_first_replica_to_fail_is_the_culprit(tmp_path: pathlib.Path) -> None:
+    # rank 1 failed first; rank 0 followed when its peer closed the connection
+    spec = norm(pytorch(workers=2), tmp_path)
+    exits = {
+        "worker-0": ReplicaExit("worker-0", 1, message="exit code 1", time_ns=2_000),
+        "worker-1": ReplicaExit("worker-1", 1, message="exit code 1", time_ns=1_000),
+    }
+    v = judge(spec, replicas(spec), exits, 0)
+    assert v.culprit is not None and v.culprit.replica == "worker-1"
+    exits["worker-1"] = ReplicaExit("worker-1", 1)  # time unknown: the known one wins
+    v = judge(spec, replicas(spec), exits, 0)
+    assert v.culprit is not None and v.culprit.replica == "worker-0"

@@ -37,6 +37,8 @@ class JobRow(Base):
     workload: Mapped[str] = mapped_column(sa.String(200), index=True, default="")
     job: Mapped[bytes] = mapped_column(sa.LargeBinary)
     runtime: Mapped[dict[str, Any]]
+    # the scheduler has not heard how the job ended yet (dlc retries until it has)
+    finish_pending: Mapped[bool] = mapped_column(default=False, index=True)
     create_time: Mapped[dt.datetime]
     update_time: Mapped[dt.datetime]
     version: Mapped[int] = mapped_column(default=1)

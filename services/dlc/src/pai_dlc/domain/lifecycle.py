@@ -81,8 +81,9 @@ def judge(
     by_name = {r.name: r for r in replicas}
     failed = [ex for name, ex in exits.items() if not ex.succeeded and name in by_name]
     if failed:
-        # the first failure in rank order is the one to show
-        ex = min(failed, key=lambda e: by_name[e.replica].rank)
+        # the first replica to fail is the one to show (its peers often fail because it did);
+        # unknown times and ties go to the lowest rank
+        ex = min(failed, key=lambda e: (e.time_ns or 1 << 62, by_name[e.replica].rank))
         r = by_name[ex.replica]
         what = f"{r.name} (rank {r.rank}) {ex.message or 'failed'}"
         if not _retryable(r.spec.restart_policy, ex):

@@ -61,6 +61,7 @@ class ReplicaExit:
     message: str = ""  # one line a person can act on ("exit code 1: ValueError: ...")
     details: str = ""  # more: the error file's traceback, or the last lines of stderr
     lost: bool = False  # the replica's supervisor is gone without recording an exit
+    time_ns: int = 0  # when the command ended (0: unknown), to tell which replica failed first
 
     @property
     def succeeded(self) -> bool:

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("workload", sa.String(length=200), nullable=False),
         sa.Column("job", sa.LargeBinary(), nullable=False),
         sa.Column("runtime", sa.JSON(), nullable=False),
+        sa.Column("finish_pending", sa.Boolean(), nullable=False),
         sa.Column("create_time", pai_common.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("update_time", pai_common.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
@@ -53,6 +54,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("uid", name=op.f("uq_jobs_uid")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_jobs_finish_pending"), ["finish_pending"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_state"), ["state"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_workload"), ["workload"], unique=False)
 
@@ -85,6 +87,7 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_workload"))
         batch_op.drop_index(batch_op.f("ix_jobs_state"))
+        batch_op.drop_index(batch_op.f("ix_jobs_finish_pending"))
 
     op.drop_table("jobs")
     op.drop_table("job_events")

@@ -1,0 +1,131 @@
+"""The composition root: the only place that builds dlc's parts and wires them together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pathlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+
+from pai.dlc.v1 import job_pb2_grpc
+from pai_common import db, events
+from pai_common.config import Settings
+from pai_common.consumer import Consumer
+from pai_common.grpc_client import channel
+from pai_common.grpc_server import GrpcServer, Servicer
+from pai_common.principal import Authorizer
+from pai_common.relay import Relay
+from pai_common.remote_auth import RemoteAuthorizer
+from pai_dlc.api.servicers import JobServicer
+from pai_dlc.app.controller import SCHEDULER_SUBJECTS, Controller, Options
+from pai_dlc.app.scheduler_client import SchedulerClient
+from pai_dlc.db.rows import EVENTS, MIGRATIONS
+from pai_dlc.domain.spec import JobSpec
+from pai_dlc.engine.local import LocalEngine
+
+log = logging.getLogger(__name__)
+SOURCE = "pai.dlc"
+DEFAULT_SCHEDULER = "127.0.0.1:50052"
+
+
+@dataclass
+class DlcApp:
+    """The running service, for `__main__` and the tests."""
+
+    settings: Settings
+    server: GrpcServer
+    relay: Relay
+    nats: NATS
+    controller: Controller
+    consumer: Consumer
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+
+def scheduler_endpoint(settings: Settings) -> str:
+    """`PAI_DLC_SCHEDULER_ENDPOINT`, else the stack's `PAI_SCHEDULER_ENDPOINT`, else the default port."""
+    return str(
+        settings.get("scheduler_endpoint") or os.environ.get("PAI_SCHEDULER_ENDPOINT") or DEFAULT_SCHEDULER
+    )
+
+
+def storage_root(settings: Settings) -> pathlib.Path:
+    """Where checkpoints, outputs and replica logs live: `PAI_DLC_STORAGE_ROOT`, else `<home>/dlc/storage`."""
+    root = pathlib.Path(str(settings.get("storage_root") or settings.data_dir / "storage")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root.resolve()
+
+
+@contextlib.asynccontextmanager
+async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> AsyncIterator[DlcApp]:
+    """Start dlc: migrate, serve, consume the scheduler's decisions, drive the jobs; stop on exit.
+
+    Replicas are not stopped with dlc: they run on, and a restarted dlc watches them again.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        engine = db.create_engine(settings.database_url, settings.database_schema)
+        stack.push_async_callback(engine.dispose)
+        await db.ensure_schema(engine, settings.database_schema)
+        await db.migrate(engine, MIGRATIONS, "alembic_version_dlc")
+
+        nc = await nats.connect(settings.nats_url, name=f"pai-{settings.service}", max_reconnect_attempts=-1)
+        stack.push_async_callback(nc.close)
+        js = nc.jetstream()
+        await events.ensure_stream(js)
+        relay = Relay(engine, EVENTS.outbox, js)
+
+        credential = str(settings.get("api_key") or "")
+        if not credential:
+            log.warning("PAI_DLC_API_KEY is not set: the scheduler will refuse dlc's workloads")
+        sched_channel = channel(scheduler_endpoint(settings), credential)
+        stack.push_async_callback(sched_channel.close)
+        options = Options(
+            storage_root=storage_root(settings),
+            poll_interval=float(settings.get("poll_interval", 0.25)),
+            kill_grace=float(settings.get("kill_grace", 10.0)),
+            preemption_grace=float(settings.get("preemption_grace", 10.0)),
+        )
+        controller = Controller(
+            engine, SchedulerClient(sched_channel), {JobSpec.LOCAL: LocalEngine()}, options, relay.notify
+        )
+        consumer = Consumer(
+            js,
+            engine,
+            EVENTS.inbox,
+            durable=str(settings.get("consumer", "dlc")),
+            subjects=SCHEDULER_SUBJECTS,
+            handler=controller.on_scheduler_event,
+        )
+
+        if authorizer is None:
+            auth_channel = channel(settings.auth_endpoint)
+            stack.push_async_callback(auth_channel.close)
+            authorizer = RemoteAuthorizer(auth_channel)
+        server = GrpcServer(
+            settings.listen,
+            [
+                Servicer(
+                    "pai.dlc.v1.JobService",
+                    JobServicer(controller),
+                    job_pb2_grpc.add_JobServiceServicer_to_server,
+                )
+            ],
+            domain=SOURCE,
+            authorizer=authorizer,
+        )
+        await relay.start()
+        stack.push_async_callback(relay.stop)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        await controller.start()
+        stack.push_async_callback(controller.stop)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        yield DlcApp(settings, server, relay, nc, controller, consumer)

@@ -1,0 +1,155 @@
+"""Training jobs end to end: API → scheduler admission → real torch DDP processes → outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+
+import grpc
+import pytest
+
+from pai.dlc.v1 import job_pb2, job_spec_pb2, metric_pb2
+from pai.scheduler.v1 import workload_pb2
+
+from .conftest import PY, Client, Job, Stack
+
+FAST = ["--epochs", "2", "--steps-per-epoch", "5"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return pathlib.Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _state(pid: int) -> str:
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "Z"
+
+
+async def test_two_worker_ddp_job_trains_and_succeeds(stack: Stack, client: Client) -> None:
+    job = await client.submit("mnist", [PY, "train.py", *FAST])
+    assert job.state == Job.CREATING and job.workload.endswith(f"/workloads/job-{job.uid}")
+    assert [s.replica for s in job.replica_statuses] == ["worker-0", "worker-1"]
+    done = await client.done(job.name)
+    assert done.state == Job.SUCCEEDED, done
+    # both ranks ran in one world of 2
+    assert "rank=0 world_size=2" in await client.text(job.name, "worker-0")
+    assert "rank=1 world_size=2" in await client.text(job.name, "worker-1")
+    output = pathlib.Path(done.spec.output_uri.removeprefix("file://"))
+    assert (output / "model.pt").is_file()
+    assert [s.state for s in done.replica_statuses] == [job_pb2.ReplicaStatus.SUCCEEDED] * 2
+    assert all(s.exit_code == 0 and s.pid for s in done.replica_statuses)
+    assert not any(alive(s.pid) for s in done.replica_statuses)
+    # the scheduler heard how it ended and freed the capacity
+    w = await stack.workloads.GetWorkload(workload_pb2.GetWorkloadRequest(name=done.workload))
+    assert w.state == workload_pb2.Workload.FINISHED and w.outcome == workload_pb2.Workload.SUCCEEDED
+    # history, in order, with reasons
+    events = (await client.jobs.ListJobEvents(job_pb2.ListJobEventsRequest(parent=job.name))).job_events
+    states = [e.state for e in events]
+    assert states == [Job.CREATING, Job.QUEUED, Job.STARTING, Job.RUNNING, Job.SUCCEEDED]
+    assert all(e.reason for e in events)
+    # the metrics the script reported, as series
+    series = (await client.jobs.QueryJobMetrics(metric_pb2.QueryJobMetricsRequest(name=job.name))).series
+    loss = next(s for s in series if s.key == "loss")
+    assert loss.count == 10 and loss.last.step == 10 and loss.points[-1].value < loss.points[0].value
+
+
+async def test_a_killed_replica_restarts_the_gang_from_the_checkpoint(client: Client) -> None:
+    job = await client.submit(
+        "resume", [PY, "train.py", "--epochs", "3", "--steps-per-epoch", "5", "--sleep-per-step", "0.3"],
+        max_restarts=2,
+    )  # fmt: skip
+    # once the first epoch's checkpoint is written, kill -9 the training process of rank 1
+    running = await client.wait(job.name, lambda j: j.state == Job.RUNNING, what="RUNNING")
+    for _ in range(300):
+        if "step=7 " in await client.text(job.name, "worker-0"):
+            break
+        await asyncio.sleep(0.1)
+    supervisor = running.replica_statuses[1].pid
+    os.kill(children_of(supervisor)[0], signal.SIGKILL)
+    done = await client.done(job.name)
+    assert done.state == Job.SUCCEEDED, done
+    assert done.restart_count == 1
+    log0 = await client.text(job.name, "worker-0")
+    assert "resumed from checkpoint" in log0 and "restart=1" in log0
+    assert "global_step=15" in log0
+
+
+async def test_without_restarts_the_failing_rank_is_named(client: Client) -> None:
+    job = await client.submit("fails", [PY, "train.py", *FAST, "--fail-at-step", "3"])
+    done = await client.done(job.name)
+    assert done.state == Job.FAILED and done.reason == "REPLICA_FAILED", done
+    assert done.failure.replica == "worker-1" and done.failure.rank == 1 and done.failure.exit_code == 1
+    assert "worker-1 (rank 1)" in done.message
+    assert not any(alive(s.pid) for s in done.replica_statuses)
+
+
+async def test_a_silent_job_is_restarted_as_hung_and_a_late_one_fails(client: Client) -> None:
+    hang = await client.submit(
+        "hang", [PY, "-c", "import time; print('started', flush=True); time.sleep(600)"], workers=1, code=None,
+        log_silence_timeout={"seconds": 2}, max_restarts=1,
+    )  # fmt: skip
+    done = await client.done(hang.name, timeout=60)
+    assert done.state == Job.FAILED and done.reason == "HANG_DETECTED", done
+    assert done.restart_count == 1
+    reasons = [
+        e.reason
+        for e in (await client.jobs.ListJobEvents(job_pb2.ListJobEventsRequest(parent=hang.name))).job_events
+    ]
+    assert reasons.count("HANG_DETECTED") == 2  # the restart, then the failure
+    late = await client.submit(
+        "late", [PY, "-c", "import time\nwhile True: print('tick', flush=True); time.sleep(0.2)"], workers=1,
+        code=None, active_deadline={"seconds": 2},
+    )  # fmt: skip
+    done = await client.done(late.name, timeout=60)
+    assert done.state == Job.FAILED and done.reason == "DEADLINE_EXCEEDED", done
+    assert not any(alive(s.pid) for s in done.replica_statuses)
+
+
+async def test_stop_kills_every_replica(client: Client) -> None:
+    job = await client.submit("stopme", [PY, "-c", "import time; time.sleep(600)"], code=None)
+    running = await client.wait(job.name, lambda j: j.state == Job.RUNNING, what="RUNNING")
+    stopped = await client.jobs.StopJob(job_pb2.StopJobRequest(name=job.name))
+    assert stopped.state in (Job.STOPPING, Job.STOPPED)
+    done = await client.done(job.name)
+    assert done.state == Job.STOPPED
+    assert not any(alive(s.pid) for s in running.replica_statuses)
+    await client.jobs.DeleteJob(job_pb2.DeleteJobRequest(name=job.name))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.get(job.name)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_bad_specs_are_refused_with_the_field_named(client: Client) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.submit("nocmd", [], code=None)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "command is required" in (err.value.details() or "")
+    spec = job_spec_pb2.JobSpec(
+        replica_specs=[job_spec_pb2.ReplicaSpec(role=job_spec_pb2.ReplicaSpec.PS, command=["x"])]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.jobs.CreateJob(
+            job_pb2.CreateJobRequest(parent="workspaces/team", job_id="ps", job=Job(spec=spec))
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    running = await client.submit("busy", [PY, "-c", "import time; time.sleep(600)"], code=None)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.jobs.DeleteJob(job_pb2.DeleteJobRequest(name=running.name))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.submit("busy", [PY, "-c", "pass"], code=None)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    await client.jobs.StopJob(job_pb2.StopJobRequest(name=running.name))
+    await client.done(running.name)
