@@ -113,6 +113,26 @@ class SchedulerProcess(ServiceProcess):
         }
 
 
+class DlcProcess(ServiceProcess):
+    """`python -m pai_dlc` on SQLite, calling `scheduler` with the admin key as its own identity."""
+
+    service = "dlc"
+
+    def __init__(self, home: Path, nats_url: str, auth: AuthProcess, scheduler: SchedulerProcess) -> None:
+        super().__init__(home, nats_url)
+        self.auth, self.scheduler = auth, scheduler
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "PAI_DLC_LISTEN": self.address,
+            "PAI_AUTH_ENDPOINT": self.auth.address,
+            "PAI_DLC_SCHEDULER_ENDPOINT": self.scheduler.address,
+            "PAI_DLC_API_KEY": self.auth.admin_key,
+            "PAI_DLC_KILL_GRACE": "3",
+            "PAI_DLC_POLL_INTERVAL": "0.1",
+        }
+
+
 @pytest.fixture(scope="module")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A nats-server with JetStream of our own on a free port (not the machine's)."""
@@ -141,6 +161,19 @@ def scheduler(
 ) -> Iterator[SchedulerProcess]:
     """One scheduler shared by the module's tests (each test uses resource groups of its own)."""
     process = SchedulerProcess(tmp_path_factory.mktemp("scheduler-home"), nats_url, auth)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def dlc(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, auth: AuthProcess, scheduler: SchedulerProcess
+) -> Iterator[DlcProcess]:
+    """One dlc shared by the module's tests."""
+    process = DlcProcess(tmp_path_factory.mktemp("dlc-home"), nats_url, auth, scheduler)
     process.start()
     try:
         yield process

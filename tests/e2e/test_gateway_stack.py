@@ -57,7 +57,7 @@ def get(url: str, key: str | None) -> tuple[int, dict[str, object]]:
 
 
 def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack: RunningStack) -> None:
-    info = stack.wait_ready("auth", "scheduler", "gateway", "envoy", timeout=90)
+    info = stack.wait_ready("auth", "scheduler", "dlc", "gateway", "envoy", timeout=90)
     home = stack.home
     credentials = tomllib.loads((home / "credentials").read_text())
     envoy = info["services"]["envoy"]["address"]
@@ -66,7 +66,7 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     status = pai(home, "status", "--output", "json")
     assert status.returncode == 0, status.stdout + status.stderr
     assert {c["name"]: c["status"] for c in json.loads(status.stdout)["components"]} == dict.fromkeys(
-        ["auth", "scheduler", "gateway", "envoy", "nats"], "SERVING"
+        ["auth", "scheduler", "dlc", "gateway", "envoy", "nats"], "SERVING"
     )
     assert pai(home, "gateway", "status").returncode == 0
     assert "prefix /pai.auth.v1." in pai(home, "gateway", "routes").stdout
@@ -84,6 +84,11 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     assert listed.returncode == 0 and json.loads(listed.stdout)[0]["source"] == "LOCAL"
     queue = pai(home, "queue", "list")
     assert queue.returncode == 0, queue.stdout + queue.stderr
+    # a training job through Envoy: dlc asks the scheduler for the quota's core and runs the replica
+    job = pai(home, "job", "submit", "hello", "--command", f"{sys.executable} -c 'print(6 * 7)'", "--wait")
+    assert job.returncode == 0 and "SUCCEEDED" in job.stdout, job.stdout + job.stderr
+    logs = pai(home, "job", "logs", "hello")
+    assert logs.returncode == 0 and "[worker-0] 42" in logs.stdout, logs.stdout + logs.stderr
     code, body = get(url, None)
     assert code == 401 and body["code"] == 16
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -15,6 +15,7 @@ from pai.auth.v1 import (
     identity_pb2_grpc,
     workspace_pb2_grpc,
 )
+from pai.dlc.v1 import job_pb2_grpc
 from pai.gateway.v1 import gateway_pb2_grpc
 from pai.scheduler.v1 import node_pb2_grpc, quota_pb2_grpc, workload_pb2_grpc
 from pai_cli.errors import from_rpc_error
@@ -63,6 +64,7 @@ class Client:
         self.workloads: workload_pb2_grpc.WorkloadServiceStub = workload_pb2_grpc.WorkloadServiceStub(
             self._channel
         )
+        self.jobs: job_pb2_grpc.JobServiceStub = job_pb2_grpc.JobServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel."""
@@ -78,6 +80,13 @@ class Client:
         """Call one unary method; a failure becomes an `ApiError` that says what went wrong."""
         try:
             return method(request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.endpoint) from None
+
+    def stream(self, method: Callable[..., Iterable[T]], request: Message) -> Iterator[T]:
+        """Read a server stream (no deadline: `logs -f` runs as long as the job); errors as in `call`."""
+        try:
+            yield from method(request, metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error, self.endpoint) from None
 

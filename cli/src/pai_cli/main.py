@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pai_cli.commands import account, audit, gateway, keys, scheduler, status, users, workspaces
+from pai_cli.commands import account, audit, gateway, jobs, keys, scheduler, status, users, workspaces
 from pai_cli.commands.common import Context, Handler, global_options
 from pai_cli.errors import EXIT_FAILURE, CliError
 
@@ -31,6 +31,13 @@ the scheduler (gpu in cards, cpu in cores, memory with Ki/Mi/Gi/Ti):
   pai quota usage gpu/ml               admitted, borrowed, lent, pending, available per resource
   pai node list                        nodes, what they have and what is in use
   pai queue list --workspace ml        pending workloads in queue order, and why each waits
+
+training jobs (dlc):
+  pai job submit mnist --workers 2 --code examples/train_mnist_ddp --command "python train.py" --wait
+  pai job list                         jobs, their state and why
+  pai job logs mnist -f                every replica's output, as it is written
+  pai job metrics mnist --png loss.png what the training code reported, as a table and a plot
+  pai job stop mnist                   every replica is stopped
 
 configuration: --endpoint/--api-key, else PAI_ENDPOINT/PAI_API_KEY, else $PAI_HOME/credentials
 (PAI_HOME defaults to ~/.pai); PAI_WORKSPACE sets the default workspace.
@@ -55,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(subparsers)
     gateway.register(subparsers)
     scheduler.register(subparsers)
+    jobs.register(subparsers)
     return parser
 
 

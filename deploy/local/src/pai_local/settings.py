@@ -35,8 +35,10 @@ SERVICES: Mapping[str, ServiceSpec] = {
 }
 
 # Only what is implemented starts by default; auth first, since every other service asks it.
-DEFAULT_SERVICES: tuple[str, ...] = ("auth", "scheduler", "gateway", "envoy")
+DEFAULT_SERVICES: tuple[str, ...] = ("auth", "scheduler", "dlc", "gateway", "envoy")
 AUTH = "auth"
+# Services that call other pai services as themselves, not only for a user's request.
+CALLERS: tuple[str, ...] = ("dlc",)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

@@ -153,3 +153,51 @@ async def test_bad_specs_are_refused_with_the_field_named(client: Client) -> Non
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     await client.jobs.StopJob(job_pb2.StopJobRequest(name=running.name))
     await client.done(running.name)
+
+
+SLOW = [PY, "train.py", "--epochs", "3", "--steps-per-epoch", "5", "--sleep-per-step", "0.3"]
+
+
+@pytest.mark.parametrize("cluster_cpu", [2000])  # room for one 2-worker job at a time
+async def test_a_preempted_spot_job_resumes_from_its_checkpoint(stack: Stack, client: Client) -> None:
+    spot = await client.submit("spot", SLOW, spot=True)
+    await client.wait(spot.name, lambda j: j.state == Job.RUNNING, what="RUNNING")
+    for _ in range(300):  # past the first epoch's checkpoint
+        if "saved checkpoint ckpt-1.pt" in await client.text(spot.name, "worker-0"):
+            break
+        await asyncio.sleep(0.1)
+    urgent = await client.submit("urgent", [PY, "train.py", *FAST], priority=10)
+    await client.wait(spot.name, lambda j: j.preemption_count >= 1, what="preempted")
+    assert (await client.done(urgent.name)).state == Job.SUCCEEDED
+    done = await client.done(spot.name)
+    assert done.state == Job.SUCCEEDED, done
+    assert done.preemption_count == 1 and done.restart_count == 0
+    events = (await client.jobs.ListJobEvents(job_pb2.ListJobEventsRequest(parent=spot.name))).job_events
+    states = [e.state for e in events]
+    assert Job.PREEMPTED in states and states[-1] == Job.SUCCEEDED
+    assert states.index(Job.PREEMPTED) < len(states) - 1
+    resumed = [e for e in await client.logs(spot.name, "worker-0") if e.attempt == 1]
+    text = "\n".join(e.text for e in resumed)
+    assert "resumed from checkpoint" in text and "global_step=15" in text
+    first = "\n".join(e.text for e in await client.logs(spot.name, "worker-0") if e.attempt == 0)
+    assert "received SIGTERM, exiting" in first  # stopped gracefully, not killed
+
+
+async def test_dlc_restarted_mid_job_reattaches_and_runs_nothing_twice(stack: Stack, client: Client) -> None:
+    job = await client.submit("steady", SLOW)
+    running = await client.wait(job.name, lambda j: j.state == Job.RUNNING, what="RUNNING")
+    pids = [s.pid for s in running.replica_statuses]
+    await stack.stop()
+    assert all(alive(p) for p in pids)  # replicas outlive dlc
+    await asyncio.sleep(1.0)
+    await stack.start()
+    assert stack.client is not None
+    done = await stack.client.done(job.name)
+    assert done.state == Job.SUCCEEDED, done
+    assert done.restart_count == 0 and [s.pid for s in done.replica_statuses] == pids
+    entries = await stack.client.logs(job.name)
+    assert {e.attempt for e in entries} == {0}
+    text = "\n".join(e.text for e in entries if e.replica == "worker-0")
+    assert text.count("rank=0 world_size=2") == 1 and "global_step=15" in text
+    events = (await stack.client.jobs.ListJobEvents(job_pb2.ListJobEventsRequest(parent=job.name))).job_events
+    assert [e.state for e in events].count(Job.RUNNING) == 1

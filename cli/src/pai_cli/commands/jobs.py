@@ -1,0 +1,341 @@
+"""`pai job ...`: submit training jobs, follow them, read their logs and metrics, stop and delete them.
+
+`--code DIR` is copied under `$PAI_HOME/code/` first, so editing the directory after submitting does
+not change what the job runs (dlc reads the code from the copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from pai.dlc.v1 import job_pb2, job_spec_pb2, log_pb2, metric_pb2
+from pai_cli.client import collect
+from pai_cli.commands.common import (
+    Context,
+    Subparsers,
+    add_command,
+    add_group,
+    add_limit_option,
+    add_workspace_option,
+    positive_int,
+    report_deleted,
+)
+from pai_cli.errors import CliError, UsageError
+from pai_cli.output import EMPTY, Column, enum, field, last_segment, timestamp, to_dict
+from pai_cli.plot import render
+from pai_cli.quantities import AmountError, parse_limits
+
+Job = job_pb2.Job
+RS = job_spec_pb2.ReplicaSpec
+TERMINAL = (Job.SUCCEEDED, Job.FAILED, Job.STOPPED)
+KINDS = ("pytorch", "tensorflow", "mpi", "xgboost", "custom")
+
+
+def _restarts(job: job_pb2.Job) -> str:
+    return str(job.restart_count) + (f" (+{job.preemption_count} preempted)" if job.preemption_count else "")
+
+
+def _replicas(job: job_pb2.Job) -> str:
+    return str(sum(max(1, rs.count) for rs in job.spec.replica_specs))
+
+
+JOB_COLUMNS = (
+    Column("NAME", last_segment("name")),
+    Column("STATE", enum("state")),
+    Column("REPLICAS", _replicas),
+    Column("RESTARTS", _restarts),
+    Column("REASON", field("reason")),
+    Column("CREATED", timestamp("create_time")),
+)
+JOB_DETAIL = (
+    Column("NAME", field("name")),
+    Column("STATE", enum("state")),
+    Column("REASON", field("reason")),
+    Column("MESSAGE", field("message")),
+    Column(
+        "REPLICAS", lambda j: ", ".join(f"{s.replica}={RS_STATE(s)}" for s in j.replica_statuses) or EMPTY
+    ),
+    Column("RESTARTS", _restarts),
+    Column("FAILURE", lambda j: j.failure.message if j.HasField("failure") else EMPTY),
+    Column("WORKLOAD", field("workload")),
+    Column("CHECKPOINTS", lambda j: j.spec.checkpoint_uri or EMPTY),
+    Column("OUTPUT", lambda j: j.spec.output_uri or EMPTY),
+    Column("CREATED", timestamp("create_time")),
+    Column("STARTED", timestamp("start_time")),
+    Column("ENDED", timestamp("end_time")),
+)
+
+
+def RS_STATE(s: job_pb2.ReplicaStatus) -> str:
+    return job_pb2.ReplicaStatus.State.Name(s.state)
+
+
+def job_name(ctx: Context, value: str) -> str:
+    return value if value.startswith("workspaces/") else f"{ctx.workspace}/jobs/{value}"
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add `job` to the command line."""
+    job = add_group(subparsers, "job", "training jobs: submit, follow, logs, metrics, stop")
+    submit = add_command(job, "submit", submit_job, "submit a distributed training job")
+    submit.add_argument("name", metavar="NAME", help="the job's id in the workspace")
+    add_workspace_option(submit)
+    submit.add_argument("-f", "--file", metavar="JOB.json", help="the whole job as JSON (the API's Job)")
+    submit.add_argument(
+        "--workers", type=positive_int, default=1, metavar="N", help="worker replicas (default 1)"
+    )
+    submit.add_argument("--master", action="store_true", help="add a master replica as rank 0")
+    submit.add_argument("--command", metavar="CMD", help='what each replica runs, e.g. "python train.py"')
+    submit.add_argument(
+        "--code", metavar="DIR", help="the code directory (copied; the replicas' working dir)"
+    )
+    submit.add_argument("--kind", choices=KINDS, default="pytorch", help="framework (default pytorch)")
+    submit.add_argument("--resources", metavar="AMOUNTS", help="per replica, e.g. cpu=2,memory=4Gi,gpu=1")
+    submit.add_argument("--env", action="append", default=[], metavar="K=V", help="an environment variable")
+    submit.add_argument("--hp", action="append", default=[], metavar="K=V", help="a hyperparameter")
+    submit.add_argument("--max-restarts", type=int, default=0, metavar="N", help="gang restarts allowed")
+    submit.add_argument("--priority", type=int, default=0, metavar="P", help="0..1000, higher first")
+    submit.add_argument("--spot", action="store_true", help="preemptible: resumes from its checkpoint")
+    submit.add_argument("--deadline", type=float, metavar="SECONDS", help="fail after running this long")
+    submit.add_argument("--silence-timeout", type=float, metavar="SECONDS", help="restart when logs go quiet")
+    submit.add_argument("--checkpoint-uri", metavar="URI", help="checkpoint directory (default: dlc's)")
+    submit.add_argument("--output-uri", metavar="URI", help="output directory (default: dlc's)")
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the job until it ends; exit 0 if it succeeds"
+    )
+
+    listing = add_command(job, "list", list_jobs, "jobs in the workspace, newest first")
+    add_workspace_option(listing)
+    add_limit_option(listing)
+    for name, handler, text in (
+        ("get", get_job, "one job: state, reason, replicas"),
+        ("stop", stop_job, "stop a job: every replica is killed"),
+        ("delete", delete_job, "delete a finished job and its history"),
+        ("wait", wait_job, "follow a job until it ends; exit 0 if it succeeds"),
+    ):
+        cmd = add_command(job, name, handler, text)
+        cmd.add_argument("name", metavar="NAME")
+        add_workspace_option(cmd)
+    logs = add_command(job, "logs", job_logs, "a job's logs, by replica (every attempt)")
+    logs.add_argument("name", metavar="NAME")
+    add_workspace_option(logs)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument(
+        "--replica", action="append", default=[], metavar="R", help="e.g. worker-1 (repeatable)"
+    )
+    logs.add_argument("--attempt", type=int, metavar="N", help="only attempt N (0 is the first run)")
+    logs.add_argument("--tail", type=positive_int, metavar="N", help="the last N lines of each replica")
+    metrics = add_command(job, "metrics", job_metrics, "the metrics a job reported: a table, and a PNG plot")
+    metrics.add_argument("name", metavar="NAME")
+    add_workspace_option(metrics)
+    metrics.add_argument("--key", action="append", default=[], metavar="KEY", help="only this metric")
+    metrics.add_argument("--png", metavar="PATH", help="also draw the series into this PNG file")
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} is KEY=VALUE: {item!r}")
+        out[key] = value
+    return out
+
+
+def _copy_code(ctx: Context, source: str, name: str) -> str:
+    src = Path(source).expanduser().resolve()
+    if not src.is_dir():
+        raise UsageError(f"--code {source}: not a directory")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    dest = ctx.config.home / "code" / ctx.workspace.split("/")[1] / f"{name}-{stamp}"
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".git", "*.pyc"))
+    return dest.as_uri()
+
+
+def _spec_from_flags(ctx: Context, args: argparse.Namespace) -> job_spec_pb2.JobSpec:
+    if not args.command:
+        raise UsageError("--command is required (or give the whole job with -f)")
+    command = shlex.split(args.command)
+    resources = job_spec_pb2.Resources()
+    if args.resources:
+        try:
+            amounts = parse_limits(args.resources)
+        except AmountError as e:
+            raise UsageError(f"--resources: {e}") from None
+        resources.cpu_milli = amounts.cpu_milli
+        resources.memory_bytes = amounts.memory_bytes
+        if amounts.gpu_milli % 1000 == 0:
+            resources.gpu_count = amounts.gpu_milli // 1000
+        elif amounts.gpu_milli < 1000:
+            resources.gpu_milli = amounts.gpu_milli
+        else:
+            raise UsageError("--resources: gpu is whole cards, or a fraction of one card")
+    env = _pairs(args.env, "--env")
+    replicas = []
+    if args.master:
+        replicas.append(RS(role=RS.MASTER, count=1, command=command, resources=resources, env=env))
+    replicas.append(RS(role=RS.WORKER, count=args.workers, command=command, resources=resources, env=env))
+    spec = job_spec_pb2.JobSpec(
+        kind=job_spec_pb2.JobSpec.Kind.Value(args.kind.upper()),
+        replica_specs=replicas,
+        hyperparameters=_pairs(args.hp, "--hp"),
+        max_restarts=args.max_restarts,
+        priority=args.priority,
+        spot=args.spot,
+        checkpoint_uri=args.checkpoint_uri or "",
+        output_uri=args.output_uri or "",
+    )
+    if args.deadline:
+        spec.active_deadline.FromTimedelta(dt.timedelta(seconds=args.deadline))
+    if args.silence_timeout:
+        spec.log_silence_timeout.FromTimedelta(dt.timedelta(seconds=args.silence_timeout))
+    if args.code:
+        spec.code.uri = _copy_code(ctx, args.code, args.name)
+    return spec
+
+
+def submit_job(ctx: Context) -> int:
+    args = ctx.args
+    job = Job()
+    if args.file:
+        try:
+            json_format.Parse(Path(args.file).read_text(encoding="utf-8"), job)
+        except (OSError, json_format.ParseError) as e:
+            raise UsageError(f"-f {args.file}: {e}") from None
+        if args.code:
+            job.spec.code.uri = _copy_code(ctx, args.code, args.name)
+    else:
+        job.spec.CopyFrom(_spec_from_flags(ctx, args))
+    client = ctx.client
+    created: job_pb2.Job = client.call(
+        client.jobs.CreateJob, job_pb2.CreateJobRequest(parent=ctx.workspace, job_id=args.name, job=job)
+    )
+    if not args.wait:
+        ctx.output.resource(created, JOB_DETAIL)
+        return 0
+    ctx.output.note(f"submitted {created.name}")
+    return _follow(ctx, created.name)
+
+
+def _follow(ctx: Context, name: str) -> int:
+    """Print each state change (to stderr) until the job ends; the result on stdout."""
+    client = ctx.client
+    seen: tuple[int, str] | None = None
+    while True:
+        job: job_pb2.Job = client.call(client.jobs.GetJob, job_pb2.GetJobRequest(name=name))
+        now = (job.state, job.message)
+        if now != seen:
+            ctx.output.note(f"{Job.State.Name(job.state):<10} {job.reason}: {job.message}")
+            seen = now
+        if job.state in TERMINAL:
+            ctx.output.resource(job, JOB_DETAIL)
+            return 0 if job.state == Job.SUCCEEDED else 1
+        time.sleep(0.5)
+
+
+def wait_job(ctx: Context) -> int:
+    return _follow(ctx, job_name(ctx, ctx.args.name))
+
+
+def list_jobs(ctx: Context) -> int:
+    client = ctx.client
+
+    def fetch(token: str, size: int) -> tuple[list[job_pb2.Job], str]:
+        page: job_pb2.ListJobsResponse = client.call(
+            client.jobs.ListJobs,
+            job_pb2.ListJobsRequest(parent=ctx.workspace, page_token=token, page_size=size),
+        )
+        return list(page.jobs), page.next_page_token
+
+    ctx.output.resources(collect(fetch, ctx.args.limit), JOB_COLUMNS, f"jobs in {ctx.workspace}")
+    return 0
+
+
+def get_job(ctx: Context) -> int:
+    client = ctx.client
+    job = client.call(client.jobs.GetJob, job_pb2.GetJobRequest(name=job_name(ctx, ctx.args.name)))
+    ctx.output.resource(job, JOB_DETAIL)
+    return 0
+
+
+def stop_job(ctx: Context) -> int:
+    client = ctx.client
+    job = client.call(client.jobs.StopJob, job_pb2.StopJobRequest(name=job_name(ctx, ctx.args.name)))
+    ctx.output.resource(job, JOB_DETAIL)
+    return 0
+
+
+def delete_job(ctx: Context) -> int:
+    client = ctx.client
+    name = job_name(ctx, ctx.args.name)
+    client.call(client.jobs.DeleteJob, job_pb2.DeleteJobRequest(name=name))
+    report_deleted(ctx, name)
+    return 0
+
+
+def job_logs(ctx: Context) -> int:
+    """StreamJobLogs: `[worker-0] text` lines (JSON lines with --output json)."""
+    args = ctx.args
+    client = ctx.client
+    request = log_pb2.StreamJobLogsRequest(
+        name=job_name(ctx, args.name), replicas=args.replica, follow=args.follow, tail_lines=args.tail or 0
+    )
+    if args.attempt is not None:
+        request.attempt = args.attempt
+    try:
+        for response in client.stream(client.jobs.StreamJobLogs, request):
+            for e in response.entries:
+                if ctx.output.json:
+                    sys.stdout.write(json.dumps(to_dict(e)) + "\n")
+                else:
+                    prefix = f"[{e.replica}{'#' + str(e.attempt) if e.attempt else ''}]"
+                    sys.stdout.write(f"{prefix} {e.text}\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def job_metrics(ctx: Context) -> int:
+    args = ctx.args
+    client = ctx.client
+    response: metric_pb2.QueryJobMetricsResponse = client.call(
+        client.jobs.QueryJobMetrics,
+        metric_pb2.QueryJobMetricsRequest(name=job_name(ctx, args.name), keys=args.key),
+    )
+    if args.png:
+        series = [(s.key, s.rank, [(float(p.step), p.value) for p in s.points]) for s in response.series]
+        try:
+            Path(args.png).write_bytes(render(series))
+        except OSError as e:
+            raise CliError(f"--png {args.png}: {e}") from None
+        ctx.output.note(f"plot written to {args.png}")
+    if ctx.output.json:
+        ctx.output.document([to_dict(s) for s in response.series])
+        return 0
+    rows = [
+        [
+            s.key,
+            str(s.rank),
+            str(s.last.step),
+            f"{s.last.value:.6g}",
+            f"{s.min:.6g}",
+            f"{s.max:.6g}",
+            str(s.count),
+        ]
+        for s in response.series
+    ]
+    if not rows:
+        ctx.output.line("no metrics reported (training code prints `@pai.metric {...}` lines)")
+    else:
+        ctx.output.table(["KEY", "RANK", "LAST STEP", "LAST", "MIN", "MAX", "POINTS"], rows)
+    return 0

@@ -1,0 +1,102 @@
+"""`pai job ...` against real auth, scheduler and dlc processes, training the DDP example for real."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import grpc
+
+from pai.scheduler.v1 import (
+    node_pb2,
+    node_pb2_grpc,
+    quota_pb2,
+    quota_pb2_grpc,
+    resource_group_pb2,
+    resource_group_pb2_grpc,
+)
+
+from .conftest import AuthProcess, DlcProcess, Pai, SchedulerProcess
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_mnist_ddp"
+GiB = 2**30
+
+
+def make_room(scheduler: SchedulerProcess, key: str, workspace: str) -> None:
+    """A resource group with one node and a quota for `workspace` (what an admin sets up once)."""
+    md = (("authorization", f"Bearer {key}"),)
+    with grpc.insecure_channel(scheduler.address, options=[("grpc.enable_http_proxy", 0)]) as ch:
+        resource_group_pb2_grpc.ResourceGroupServiceStub(ch).CreateResourceGroup(
+            resource_group_pb2.CreateResourceGroupRequest(
+                resource_group_id="train", resource_group=resource_group_pb2.ResourceGroup()
+            ),
+            metadata=md,
+        )
+        node_pb2_grpc.NodeServiceStub(ch).RegisterNode(
+            node_pb2.RegisterNodeRequest(
+                parent="resourceGroups/train",
+                node_id="box",
+                node=node_pb2.Node(source=node_pb2.Node.SIMULATED, cpu_milli=8000, memory_bytes=32 * GiB),
+            ),
+            metadata=md,
+        )
+        quota_pb2_grpc.QuotaServiceStub(ch).CreateQuota(
+            quota_pb2.CreateQuotaRequest(
+                parent="resourceGroups/train",
+                quota_id=workspace,
+                quota=quota_pb2.Quota(workspace=f"workspaces/{workspace}"),
+            ),
+            metadata=md,
+        )
+
+
+def test_submit_wait_logs_metrics_and_delete(
+    admin: Pai, auth: AuthProcess, scheduler: SchedulerProcess, dlc: DlcProcess, tmp_path: Path
+) -> None:
+    make_room(scheduler, auth.admin_key, "ml")
+    at = ("--endpoint", dlc.address, "-w", "ml")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text((EXAMPLE / "train.py").read_text())
+    done = admin(
+        "job", "submit", "mnist", *at, "--workers", "2", "--code", str(code),
+        "--command", f"{sys.executable} train.py --epochs 2 --steps-per-epoch 4", "--wait",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    assert "SUCCEEDED" in done.out and "RUNNING" in done.err  # progress on stderr, result on stdout
+    (code / "train.py").write_text("raise SystemExit(3)\n")  # the job ran a copy: editing is harmless
+
+    listed = json.loads(admin.ok("job", "list", *at, "--output", "json").out)
+    assert [j["state"] for j in listed] == ["SUCCEEDED"]
+    assert "/code/ml/mnist-" in listed[0]["spec"]["code"]["uri"]
+
+    logs = admin.ok("job", "logs", "mnist", *at).out
+    assert "[worker-0] rank=0 world_size=2" in logs and "[worker-1] rank=1 world_size=2" in logs
+    tail = admin.ok("job", "logs", "mnist", *at, "--replica", "worker-0", "--tail", "1").out.splitlines()
+    assert len(tail) == 1 and tail[0].startswith("[worker-0] ")
+
+    png = tmp_path / "loss.png"
+    metrics = admin.ok("job", "metrics", "mnist", *at, "--png", str(png)).out
+    assert "loss" in metrics and "accuracy" in metrics
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and png.stat().st_size > 500
+    series = json.loads(admin.ok("job", "metrics", "mnist", *at, "--key", "loss", "--output", "json").out)
+    assert [s["key"] for s in series] == ["loss"] and series[0]["count"] == "8"
+
+    failed = admin(
+        "job", "submit", "broken", *at, "--code", str(code), "--command", f"{sys.executable} train.py", "--wait",
+    )  # fmt: skip
+    assert failed.code == 1 and "FAILED" in failed.out and "worker-0 (rank 0) exit code 3" in failed.out
+
+    assert admin.ok("job", "delete", "mnist", *at).out.strip() == "deleted workspaces/ml/jobs/mnist"
+    missing = admin("job", "get", "mnist", *at)
+    assert missing.code == 1 and "not" in missing.err.lower()
+
+
+def test_bad_command_lines_are_usage_errors(admin: Pai, dlc: DlcProcess) -> None:
+    at = ("--endpoint", dlc.address, "-w", "ml")
+    assert admin("job", "submit", "x", *at).code == 2  # no --command
+    assert admin("job", "submit", "x", *at, "--command", "true", "--env", "novalue").code == 2
+    assert admin("job", "submit", "x", *at, "--command", "true", "--code", "/does/not/exist").code == 2
+    refused = admin("job", "submit", "x", *at, "--command", "true", "--kind", "mpi", "--master")
+    assert refused.code == 1 and "roles" in refused.err
