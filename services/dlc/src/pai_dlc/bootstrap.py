@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NATS
 
-from pai.dlc.v1 import job_pb2_grpc
+from pai.dlc.v1 import job_pb2_grpc, sweep_pb2_grpc
 from pai_common import db, events
 from pai_common.config import Settings
 from pai_common.consumer import Consumer
@@ -21,9 +21,10 @@ from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
 from pai_common.remote_auth import RemoteAuthorizer
-from pai_dlc.api.servicers import JobServicer
+from pai_dlc.api.servicers import JobServicer, SweepServicer
 from pai_dlc.app.controller import SCHEDULER_SUBJECTS, Controller, Options
 from pai_dlc.app.scheduler_client import SchedulerClient
+from pai_dlc.app.sweeps import SweepController
 from pai_dlc.db.rows import EVENTS, MIGRATIONS
 from pai_dlc.domain.spec import JobSpec
 from pai_dlc.engine.local import LocalEngine
@@ -43,6 +44,7 @@ class DlcApp:
     nats: NATS
     controller: Controller
     consumer: Consumer
+    sweeps: SweepController
 
     @property
     def address(self) -> str:
@@ -95,6 +97,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         controller = Controller(
             engine, SchedulerClient(sched_channel), {JobSpec.LOCAL: LocalEngine()}, options, relay.notify
         )
+        sweeps = SweepController(controller, relay.notify)
         consumer = Consumer(
             js,
             engine,
@@ -115,7 +118,12 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
                     "pai.dlc.v1.JobService",
                     JobServicer(controller),
                     job_pb2_grpc.add_JobServiceServicer_to_server,
-                )
+                ),
+                Servicer(
+                    "pai.dlc.v1.SweepService",
+                    SweepServicer(sweeps),
+                    sweep_pb2_grpc.add_SweepServiceServicer_to_server,
+                ),
             ],
             domain=SOURCE,
             authorizer=authorizer,
@@ -126,6 +134,8 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         stack.push_async_callback(consumer.stop)
         await controller.start()
         stack.push_async_callback(controller.stop)
+        await sweeps.start()
+        stack.push_async_callback(sweeps.stop)
         await server.start()
         stack.push_async_callback(server.stop)
-        yield DlcApp(settings, server, relay, nc, controller, consumer)
+        yield DlcApp(settings, server, relay, nc, controller, consumer, sweeps)

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
 
-from pai.dlc.v1 import job_pb2, job_pb2_grpc, log_pb2, metric_pb2
+from pai.dlc.v1 import job_pb2, job_pb2_grpc, log_pb2, metric_pb2, sweep_pb2, sweep_pb2_grpc
 from pai_common import fieldmask, pagination
-from pai_common.errors import FieldViolation, InvalidArgument
+from pai_common.errors import FieldViolation, InvalidArgument, NotFound
 from pai_common.principal import principal
+from pai_dlc.app import metrics
 from pai_dlc.app.controller import Controller
-from pai_dlc.db.store import JobStore, StoredJob, stamp
+from pai_dlc.app.metrics import log_files
+from pai_dlc.app.sweeps import SweepController
+from pai_dlc.db.store import JobStore, StoredJob, SweepStore, stamp
 from pai_dlc.domain.lifecycle import TERMINAL
 from pai_dlc.domain.spec import ROLE_NAMES
 from pai_dlc.engine.logfile import LogRecord, read_records, tail_records
@@ -29,25 +31,11 @@ Ctx: TypeAlias = grpc.aio.ServicerContext
 Entry = log_pb2.LogEntry
 STREAMS = {"stdout": Entry.STDOUT, "stderr": Entry.STDERR, "system": Entry.SYSTEM}
 ROLES = {v: k for k, v in ROLE_NAMES.items()}
-METRIC_PREFIX = "@pai.metric "
 UPDATABLE = ("display_name", "description", "labels")
 
 
 def _bad(field: str, message: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
     return InvalidArgument(reason, message, violations=[FieldViolation(field, message)])
-
-
-def log_files(s: StoredJob, replicas: list[str], attempt: int | None) -> list[tuple[str, int, str]]:
-    """(replica, attempt, path) of the job's log files, oldest attempt first, replicas by name."""
-    out = []
-    for a, files in sorted(s.runtime.get("logs", {}).items(), key=lambda kv: int(kv[0])):
-        if attempt is not None and int(a) != attempt:
-            continue
-        for replica, path in sorted(files.items()):
-            if replicas and replica not in replicas:
-                continue
-            out.append((replica, int(a), path))
-    return out
 
 
 def entry(replica: str, attempt: int, r: LogRecord) -> log_pb2.LogEntry:
@@ -228,37 +216,21 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     def _metrics(
         self, s: StoredJob, request: metric_pb2.QueryJobMetricsRequest
     ) -> list[metric_pb2.MetricSeries]:
-        keys = set(request.keys)
         ranks = set(request.ranks)
         since = request.start_time.ToNanoseconds() if request.HasField("start_time") else 0
-        rank_of = {st.replica: st.rank for st in s.job.replica_statuses}
-        points: dict[tuple[str, int], list[metric_pb2.MetricPoint]] = {}
-        for replica, a, path in log_files(s, [], None):
-            rank = rank_of.get(replica, 0)
+        out = []
+        for (k, rank), found in sorted(metrics.reported(s, set(request.keys) or None).items()):
             if ranks and rank not in ranks:
                 continue
-            for r in read_records(path, 0):
-                if r.stream != "stdout" or not r.text.startswith(METRIC_PREFIX) or r.time_ns < since:
-                    continue
-                try:
-                    data: dict[str, Any] = json.loads(r.text[len(METRIC_PREFIX) :])
-                    step = int(data.pop("step", 0))
-                except (ValueError, TypeError):
-                    continue
-                if step < request.start_step:
-                    continue
-                for k, v in data.items():
-                    if (keys and k not in keys) or isinstance(v, bool) or not isinstance(v, int | float):
-                        continue
-                    p = metric_pb2.MetricPoint(
-                        step=step,
-                        value=float(v),
-                        time=stamp(dt.datetime.fromtimestamp(r.time_ns / 1e9, dt.UTC)),
-                        attempt=a,
-                    )
-                    points.setdefault((k, rank), []).append(p)
-        out = []
-        for (k, rank), pts in sorted(points.items()):
+            pts = [
+                metric_pb2.MetricPoint(
+                    step=step, value=v, time=stamp(dt.datetime.fromtimestamp(t / 1e9, dt.UTC)), attempt=a
+                )
+                for step, v, t, a in found
+                if step >= request.start_step and t >= since
+            ]
+            if not pts:
+                continue
             values = [p.value for p in pts]
             shown = pts
             if request.max_points and len(pts) > request.max_points:
@@ -276,3 +248,84 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                 )
             )
         return out
+
+
+class SweepServicer(sweep_pb2_grpc.SweepServiceServicer):
+    def __init__(self, sweeps: SweepController) -> None:
+        self._s = sweeps
+
+    async def CreateSweep(self, request: sweep_pb2.CreateSweepRequest, context: Ctx) -> sweep_pb2.Sweep:
+        return await self._s.create(
+            request.parent,
+            request.sweep_id,
+            request.sweep,
+            request.request_id,
+            principal().name,
+            request.validate_only,
+        )
+
+    async def GetSweep(self, request: sweep_pb2.GetSweepRequest, context: Ctx) -> sweep_pb2.Sweep:
+        return (await self._s.get(request.name)).sweep
+
+    async def ListSweeps(
+        self, request: sweep_pb2.ListSweepsRequest, context: Ctx
+    ) -> sweep_pb2.ListSweepsResponse:
+        if request.filter.strip():
+            raise _bad("filter", "filter is not supported yet; use `states`", "INVALID_FILTER")
+        size = pagination.page_size(request.page_size)
+        query = pagination.fingerprint(parent=request.parent, states=sorted(request.states))
+        after = pagination.decode_token(request.page_token, query, str)
+        async with self._s.db.connect() as conn:
+            rows = await SweepStore(conn).page(request.parent.split("/")[1], after=after, limit=size + 1)
+        page = [r for r in rows if not request.states or r.sweep.state in request.states]
+        token = (
+            pagination.PageToken(rows[size - 1].name.rsplit("/", 1)[1], query).encode()
+            if len(rows) > size
+            else ""
+        )
+        return sweep_pb2.ListSweepsResponse(sweeps=[s.sweep for s in page[:size]], next_page_token=token)
+
+    async def UpdateSweep(self, request: sweep_pb2.UpdateSweepRequest, context: Ctx) -> sweep_pb2.Sweep:
+        fields = fieldmask.paths(request.update_mask.paths, UPDATABLE)
+        new = request.sweep
+
+        def apply(sweep: sweep_pb2.Sweep) -> None:
+            if "display_name" in fields:
+                sweep.display_name = new.display_name
+            if "description" in fields:
+                sweep.description = new.description
+            if "labels" in fields:
+                sweep.labels.clear()
+                sweep.labels.update(new.labels)
+
+        return await self._s.update(new.name, new.etag, apply)
+
+    async def DeleteSweep(self, request: sweep_pb2.DeleteSweepRequest, context: Ctx) -> empty_pb2.Empty:
+        await self._s.delete(request.name)
+        return empty_pb2.Empty()
+
+    async def StopSweep(self, request: sweep_pb2.StopSweepRequest, context: Ctx) -> sweep_pb2.Sweep:
+        return await self._s.stop_sweep(request.name)
+
+    async def GetTrial(self, request: sweep_pb2.GetTrialRequest, context: Ctx) -> sweep_pb2.Trial:
+        sweep_name = request.name.rsplit("/trials/", 1)[0]
+        for t in await self._s.trials(await self._s.get(sweep_name)):
+            if t.name == request.name:
+                return t
+        raise NotFound("TRIAL_NOT_FOUND", f"{request.name} does not exist", trial=request.name)
+
+    async def ListTrials(
+        self, request: sweep_pb2.ListTrialsRequest, context: Ctx
+    ) -> sweep_pb2.ListTrialsResponse:
+        size = pagination.page_size(request.page_size)
+        query = pagination.fingerprint(parent=request.parent, states=sorted(request.states))
+        after = pagination.decode_token(request.page_token, query, int) or 0
+        trials = await self._s.trials(await self._s.get(request.parent))
+        chosen = [
+            (i, t)
+            for i, t in enumerate(trials)
+            if i >= after and (not request.states or t.state in request.states)
+        ]
+        page = chosen[:size]
+        token = pagination.PageToken(page[-1][0] + 1, query).encode() if len(chosen) > size else ""
+        return sweep_pb2.ListTrialsResponse(trials=[t for _, t in page], next_page_token=token)

@@ -54,4 +54,26 @@ class JobEventRow(Base):
     create_time: Mapped[dt.datetime]
 
 
+class SweepRow(Base):
+    """A sweep, kept whole as its `pai.dlc.v1.Sweep` message; its trials are rows of their own."""
+
+    __tablename__ = "sweeps"
+    workspace: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
+    uid: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    request_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    state: Mapped[str] = mapped_column(sa.String(16), index=True)
+    sweep: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    create_time: Mapped[dt.datetime]
+    update_time: Mapped[dt.datetime]
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class TrialRow(Base):
+    __tablename__ = "trials"
+    sweep_uid: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    trial: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"

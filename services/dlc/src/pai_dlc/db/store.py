@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pai.dlc.v1 import job_pb2
+from pai.dlc.v1 import job_pb2, sweep_pb2
 from pai_common.db import utcnow
 from pai_common.errors import Aborted
 from pai_common.events import Outbox, OutboxEvent
-from pai_dlc.db.rows import EVENTS, JobEventRow, JobRow
+from pai_dlc.db.rows import EVENTS, JobEventRow, JobRow, SweepRow, TrialRow
 
 Job = job_pb2.Job
 JOBS: sa.Table = JobRow.__table__  # type: ignore[assignment]
@@ -192,5 +192,122 @@ class JobStore:
 def _clean(job: job_pb2.Job) -> bytes:
     copy = job_pb2.Job()
     copy.CopyFrom(job)
+    copy.etag = ""
+    return copy.SerializeToString(deterministic=True)
+
+
+SWEEPS: sa.Table = SweepRow.__table__  # type: ignore[assignment]
+TRIALS: sa.Table = TrialRow.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class StoredSweep:
+    sweep: sweep_pb2.Sweep
+    version: int = 0
+    request_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.sweep.name
+
+
+def _sweep_from_row(row: sa.Row[Any]) -> StoredSweep:
+    sweep = sweep_pb2.Sweep.FromString(row.sweep)
+    sweep.etag = etag_of(row.version)
+    return StoredSweep(sweep, row.version, row.request_id)
+
+
+class SweepStore:
+    """Sweeps and their trials, on the caller's connection (events through the same outbox)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.outbox = Outbox(conn, EVENTS.outbox)
+
+    async def get(self, name: str) -> StoredSweep | None:
+        ws, sid = name.split("/")[1], name.split("/")[3]
+        q = sa.select(SWEEPS).where(SWEEPS.c.workspace == ws, SWEEPS.c.id == sid)
+        row = (await self.conn.execute(q)).first()
+        return _sweep_from_row(row) if row else None
+
+    async def by_request_id(self, request_id: str) -> StoredSweep | None:
+        row = (await self.conn.execute(sa.select(SWEEPS).where(SWEEPS.c.request_id == request_id))).first()
+        return _sweep_from_row(row) if row else None
+
+    async def names_in_states(self, states: Sequence[str]) -> list[str]:
+        rows = await self.conn.execute(
+            sa.select(SWEEPS.c.workspace, SWEEPS.c.id)
+            .where(SWEEPS.c.state.in_(states))
+            .order_by(SWEEPS.c.create_time)
+        )
+        return [f"workspaces/{ws}/sweeps/{sid}" for ws, sid in rows]
+
+    async def page(self, workspace: str, *, after: str | None, limit: int) -> list[StoredSweep]:
+        q = sa.select(SWEEPS).where(SWEEPS.c.workspace == workspace)
+        if after is not None:
+            q = q.where(SWEEPS.c.id > after)
+        rows = await self.conn.execute(q.order_by(SWEEPS.c.id).limit(limit))
+        return [_sweep_from_row(r) for r in rows]
+
+    async def insert(self, s: StoredSweep) -> None:
+        ws, sid = s.name.split("/")[1], s.name.split("/")[3]
+        now = utcnow()
+        await self.conn.execute(
+            sa.insert(SWEEPS).values(
+                workspace=ws, id=sid, uid=s.sweep.uid, request_id=s.request_id,
+                state=sweep_pb2.Sweep.State.Name(s.sweep.state), sweep=_clean_sweep(s.sweep),
+                create_time=now, update_time=now, version=1,
+            )
+        )  # fmt: skip
+        s.version = 1
+        s.sweep.etag = etag_of(1)
+
+    async def save(self, s: StoredSweep) -> None:
+        ws, sid = s.name.split("/")[1], s.name.split("/")[3]
+        s.sweep.update_time.CopyFrom(stamp(utcnow()))
+        result = await self.conn.execute(
+            sa.update(SWEEPS)
+            .where(SWEEPS.c.workspace == ws, SWEEPS.c.id == sid, SWEEPS.c.version == s.version)
+            .values(
+                state=sweep_pb2.Sweep.State.Name(s.sweep.state),
+                sweep=_clean_sweep(s.sweep),
+                update_time=utcnow(),
+                version=s.version + 1,
+            )
+        )
+        if result.rowcount != 1:
+            raise Aborted("CONCURRENT_MODIFICATION", f"{s.name} changed meanwhile; retry")
+        s.version += 1
+        s.sweep.etag = etag_of(s.version)
+
+    async def delete(self, s: StoredSweep) -> None:
+        ws, sid = s.name.split("/")[1], s.name.split("/")[3]
+        await self.conn.execute(sa.delete(SWEEPS).where(SWEEPS.c.workspace == ws, SWEEPS.c.id == sid))
+        await self.conn.execute(sa.delete(TRIALS).where(TRIALS.c.sweep_uid == s.sweep.uid))
+
+    async def trials(self, s: StoredSweep) -> list[sweep_pb2.Trial]:
+        rows = await self.conn.execute(
+            sa.select(TRIALS.c.trial).where(TRIALS.c.sweep_uid == s.sweep.uid).order_by(TRIALS.c.seq)
+        )
+        return [sweep_pb2.Trial.FromString(data) for (data,) in rows]
+
+    async def put_trial(self, s: StoredSweep, seq: int, trial: sweep_pb2.Trial, *, new: bool) -> None:
+        data = trial.SerializeToString(deterministic=True)
+        if new:
+            await self.conn.execute(sa.insert(TRIALS).values(sweep_uid=s.sweep.uid, seq=seq, trial=data))
+        else:
+            await self.conn.execute(
+                sa.update(TRIALS)
+                .where(TRIALS.c.sweep_uid == s.sweep.uid, TRIALS.c.seq == seq)
+                .values(trial=data)
+            )
+
+    async def publish(self, subject: str, message: Any) -> None:
+        await self.outbox.add(OutboxEvent(subject, message, SOURCE))
+
+
+def _clean_sweep(sweep: sweep_pb2.Sweep) -> bytes:
+    copy = sweep_pb2.Sweep()
+    copy.CopyFrom(sweep)
     copy.etag = ""
     return copy.SerializeToString(deterministic=True)
