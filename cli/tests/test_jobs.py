@@ -100,3 +100,29 @@ def test_bad_command_lines_are_usage_errors(admin: Pai, dlc: DlcProcess) -> None
     assert admin("job", "submit", "x", *at, "--command", "true", "--code", "/does/not/exist").code == 2
     refused = admin("job", "submit", "x", *at, "--command", "true", "--kind", "mpi", "--master")
     assert refused.code == 1 and "roles" in refused.err
+
+
+TRIAL = (
+    "import sys, json\n"
+    "hp = dict(a[2:].split('=', 1) for a in sys.argv[1:] if a.startswith('--'))\n"
+    "loss = (float(hp['lr']) - 0.1) ** 2 + int(hp['bs']) / 1000\n"
+    "print('@pai.metric ' + json.dumps({'step': 1, 'loss': loss}), flush=True)\n"
+)
+
+
+def test_sweep_create_wait_and_trials(admin: Pai, auth: AuthProcess, dlc: DlcProcess, tmp_path: Path) -> None:
+    at = ("--endpoint", dlc.address, "-w", "ml")
+    template = {"replicaSpecs": [{"role": "WORKER", "command": [sys.executable, "-c", TRIAL]}]}
+    spec = tmp_path / "sweep.json"
+    spec.write_text(json.dumps({"spec": {"jobTemplate": template}}))
+    done = admin(
+        "sweep", "create", "grid", *at, "-f", str(spec), "--param", "lr=grid:0.05,0.1", "--param", "bs=choice:64,32",
+        "--metric", "loss", "--goal", "minimize", "--parallelism", "2", "--wait",
+    )  # fmt: skip
+    assert done.code == 0, done.out + done.err
+    assert "lr=0.1,bs=32" in done.out and "SUCCEEDED" in done.out
+    trials = json.loads(admin.ok("sweep", "trials", "grid", *at, "--output", "json").out)
+    assert len(trials) == 4 and {t["state"] for t in trials} == {"SUCCEEDED"}
+    assert "grid" in admin.ok("sweep", "list", *at).out
+    assert admin("sweep", "create", "x", *at, "--param", "lr=double:abc").code == 2
+    assert admin("sweep", "create", "x", *at, "--param", "nonsense").code == 2

@@ -15,7 +15,7 @@ from pai.auth.v1 import (
     identity_pb2_grpc,
     workspace_pb2_grpc,
 )
-from pai.dlc.v1 import job_pb2_grpc
+from pai.dlc.v1 import job_pb2_grpc, sweep_pb2_grpc
 from pai.gateway.v1 import gateway_pb2_grpc
 from pai.scheduler.v1 import node_pb2_grpc, quota_pb2_grpc, workload_pb2_grpc
 from pai_cli.errors import from_rpc_error
@@ -65,6 +65,7 @@ class Client:
             self._channel
         )
         self.jobs: job_pb2_grpc.JobServiceStub = job_pb2_grpc.JobServiceStub(self._channel)
+        self.sweeps: sweep_pb2_grpc.SweepServiceStub = sweep_pb2_grpc.SweepServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel."""

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pai_cli.commands import account, audit, gateway, jobs, keys, scheduler, status, users, workspaces
+from pai_cli.commands import account, audit, gateway, jobs, keys, scheduler, status, sweeps, users, workspaces
 from pai_cli.commands.common import Context, Handler, global_options
 from pai_cli.errors import EXIT_FAILURE, CliError
 
@@ -38,6 +38,8 @@ training jobs (dlc):
   pai job logs mnist -f                every replica's output, as it is written
   pai job metrics mnist --png loss.png what the training code reported, as a table and a plot
   pai job stop mnist                   every replica is stopped
+  pai sweep create lr -f sweep.json --param lr=grid:0.01,0.1 --metric loss --goal minimize --wait
+  pai sweep trials lr                  each trial's parameters and objective value
 
 configuration: --endpoint/--api-key, else PAI_ENDPOINT/PAI_API_KEY, else $PAI_HOME/credentials
 (PAI_HOME defaults to ~/.pai); PAI_WORKSPACE sets the default workspace.
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.register(subparsers)
     scheduler.register(subparsers)
     jobs.register(subparsers)
+    sweeps.register(subparsers)
     return parser
 
 

@@ -48,6 +48,7 @@ def test_validate_names_each_problem(tmp_path: pathlib.Path) -> None:
             ReplicaSpec(role=Role.WORKER, command=["x"]),
         ],
         output_uri="s3://bucket/out",
+        data_sources=[{"dataset_version": "workspaces/w/datasets/d/versions/1"}, {"uri": "gs://b/x"}],
         code={"uri": f"file://{tmp_path}/missing"},
     )
     fields = {v.field: v.description for v in validate(norm(bad, tmp_path), engines=LOCAL_ONLY)}
@@ -56,6 +57,8 @@ def test_validate_names_each_problem(tmp_path: pathlib.Path) -> None:
     assert "appears twice" in fields["job.spec.replica_specs[2].role"]
     assert "only file:// URIs" in fields["job.spec.output_uri"]
     assert "is not a directory" in fields["job.spec.code.uri"]
+    assert "lineage" in fields["job.spec.data_sources[0].dataset_version"]
+    assert "only file:// URIs" in fields["job.spec.data_sources[1].uri"]
     two_masters = pytorch(master=True)
     two_masters.replica_specs[0].count = 2
     ray = norm(pytorch(engine=JobSpec.RAY), tmp_path)
@@ -77,6 +80,8 @@ def test_pytorch_env_follows_the_torchrun_contract(tmp_path: pathlib.Path) -> No
     spec.replica_specs[0].env["RANK"] = "99"  # dlc's own variables win over the user's
     spec.replica_specs[0].env["MY_VAR"] = "kept"
     spec.replica_specs[0].resources.cpu_milli = 2500
+    spec.data_sources.add(uri="file:///data/train")
+    spec.data_sources.add(uri="file:///data/eval", env_var="EVAL_DIR")
     everyone = replicas(spec)
     cluster = Cluster("127.0.0.1", 29500, {"worker-0": 1, "worker-1": 2})
     env = replica_env(
@@ -103,6 +108,11 @@ def test_pytorch_env_follows_the_torchrun_contract(tmp_path: pathlib.Path) -> No
     )
     assert env["PAI_CHECKPOINT_DIR"] == str(local_path(spec.checkpoint_uri))
     assert env["MY_VAR"] == "kept"
+    assert (env["PAI_DATA_DIR"], env["PAI_DATA_DIR_0"], env["EVAL_DIR"]) == (
+        "/data/train",
+        "/data/train",
+        "/data/eval",
+    )
     assert env["PAI_HP_BATCH_SIZE"] == "64" and json.loads(env["PAI_HYPERPARAMETERS"]) == {
         "batch-size": "64",
         "lr": "0.1",

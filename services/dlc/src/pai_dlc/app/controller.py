@@ -53,6 +53,13 @@ Job = job_pb2.Job
 RS = job_pb2.ReplicaStatus
 WO = workload_pb2.Workload.Outcome
 
+FACT_KINDS: dict[type, str] = {
+    scheduler_events.WorkloadAdmitted: "admitted",
+    scheduler_events.WorkloadPreempted: "preempted",
+    scheduler_events.WorkloadEvicted: "evicted",
+    scheduler_events.WorkloadPendingReasonChanged: "pending",
+}
+
 SCHEDULER_SUBJECTS = (
     "pai.scheduler.workload.admitted",
     "pai.scheduler.workload.preempted",
@@ -144,6 +151,7 @@ class Controller:
                 [s for s in Job.State.values() if s not in TERMINAL and s != State.STATE_UNSPECIFIED]
             )
             names += await JobStore(conn).names_with_pending_finish()
+            names += await JobStore(conn).names_with_facts()
         for name in dict.fromkeys(names):
             if self._stopping:
                 return
@@ -348,50 +356,48 @@ class Controller:
     # ---- scheduler events ----------------------------------------------------------------------
 
     async def on_scheduler_event(self, event: Event, conn: AsyncConnection) -> None:
-        """Record a scheduler fact on the job it is about (in the inbox transaction)."""
+        """Note a scheduler fact for the job it is about (in the inbox transaction).
+
+        The handler only appends: it holds the inbox transaction, so waiting here for a job's lock
+        (held by a step that is about to write) would deadlock on SQLite's single writer. The job's
+        next step applies the facts under its lock.
+        """
         msg = event.message
-        if not isinstance(
-            msg,
-            scheduler_events.WorkloadAdmitted
-            | scheduler_events.WorkloadPreempted
-            | scheduler_events.WorkloadEvicted
-            | scheduler_events.WorkloadPendingReasonChanged,
-        ):
+        kind = FACT_KINDS.get(type(msg))
+        if kind is None or msg is None:
             return
-        w = msg.workload
+        w = msg.workload  # type: ignore[attr-defined]
         if w.owner_kind != workload_pb2.Workload.DLC_JOB or not w.owner:
             return
-        async with self.lock(w.owner):
-            store = JobStore(conn)
-            s = await store.get(w.owner)
-            if s is None or s.job.workload != w.name or s.state in TERMINAL:
-                return
-            seen = int(s.runtime.get("workload_version", 0))
-            if w.version and w.version <= seen:
-                return  # an older snapshot than one already applied
-            s.runtime["workload_version"] = int(w.version)
-            if isinstance(msg, scheduler_events.WorkloadAdmitted):
-                s.runtime["admitted"] = {"nodes": placement_summary(w.placements), "version": int(w.version)}
-                s.runtime.pop("preempt", None)
-                if s.state == State.CREATING:
-                    await self._move(store, s, State.QUEUED, "WAITING_FOR_ADMISSION", "queued")
-                if s.state == State.QUEUED:
-                    where = s.runtime["admitted"]["nodes"]
-                    await self._move(
-                        store, s, State.STARTING, "ADMITTED", f"admitted on {where}; starting replicas"
-                    )
-            elif isinstance(msg, scheduler_events.WorkloadPreempted | scheduler_events.WorkloadEvicted):
-                deadline = (
-                    w.preemption.deadline.ToDatetime(dt.UTC) if w.HasField("preemption") else self.clock()
-                )
-                why = w.preemption.message if w.HasField("preemption") else ""
-                if isinstance(msg, scheduler_events.WorkloadEvicted):
-                    why = why or "its node is gone"
-                s.runtime["preempt"] = {"deadline": deadline.isoformat(), "message": why or "preempted"}
-            elif s.state in (State.CREATING, State.QUEUED) and w.pending_reason:
-                s.job.message = f"waiting for admission: {w.pending_reason}"
-            await store.save(s)
+        await JobStore(conn).add_fact(w.owner, kind, w.SerializeToString())
         self.kick()
+
+    async def _apply_fact(self, store: JobStore, s: StoredJob, kind: str, w: workload_pb2.Workload) -> None:
+        """Act on one scheduler fact about `s` (under the job's lock, in the step's transaction)."""
+        if s.job.workload != w.name or s.state in TERMINAL:
+            return
+        seen = int(s.runtime.get("workload_version", 0))
+        if w.version and w.version <= seen:
+            return  # an older snapshot than one already applied
+        s.runtime["workload_version"] = int(w.version)
+        if kind == "admitted":
+            s.runtime["admitted"] = {"nodes": placement_summary(w.placements), "version": int(w.version)}
+            s.runtime.pop("preempt", None)
+            if s.state == State.CREATING:
+                await self._move(store, s, State.QUEUED, "WAITING_FOR_ADMISSION", "queued")
+            if s.state == State.QUEUED:
+                where = s.runtime["admitted"]["nodes"]
+                await self._move(
+                    store, s, State.STARTING, "ADMITTED", f"admitted on {where}; starting replicas"
+                )
+        elif kind in ("preempted", "evicted"):
+            deadline = w.preemption.deadline.ToDatetime(dt.UTC) if w.HasField("preemption") else self.clock()
+            why = w.preemption.message if w.HasField("preemption") else ""
+            if kind == "evicted":
+                why = why or "its node is gone"
+            s.runtime["preempt"] = {"deadline": deadline.isoformat(), "message": why or "preempted"}
+        elif s.state in (State.CREATING, State.QUEUED) and w.pending_reason:
+            s.job.message = f"waiting for admission: {w.pending_reason}"
 
     # ---- the step ------------------------------------------------------------------------------
 
@@ -399,6 +405,14 @@ class Controller:
         async with self.lock(name):
             async with self.db.connect() as conn:
                 s = await JobStore(conn).get(name)
+                facts = await JobStore(conn).facts(name)
+            if facts:
+                async with self.tx() as store:
+                    if s is not None:
+                        for _, kind, data in facts:
+                            await self._apply_fact(store, s, kind, workload_pb2.Workload.FromString(data))
+                        await store.save(s)
+                    await store.drop_facts(name, facts[-1][0])
             if s is None:
                 return
             if s.state in TERMINAL:

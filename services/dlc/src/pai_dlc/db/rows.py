@@ -54,6 +54,18 @@ class JobEventRow(Base):
     create_time: Mapped[dt.datetime]
 
 
+class JobFactRow(Base):
+    """A scheduler fact about a job (admitted, preempted, evicted, pending reason), waiting for the
+    job's next step to act on it: the event consumer only appends here, so it never waits for a job."""
+
+    __tablename__ = "job_facts"
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(sa.String(200), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    workload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    create_time: Mapped[dt.datetime]
+
+
 class SweepRow(Base):
     """A sweep, kept whole as its `pai.dlc.v1.Sweep` message; its trials are rows of their own."""
 

@@ -20,11 +20,12 @@ from pai.dlc.v1 import job_pb2, sweep_pb2
 from pai_common.db import utcnow
 from pai_common.errors import Aborted
 from pai_common.events import Outbox, OutboxEvent
-from pai_dlc.db.rows import EVENTS, JobEventRow, JobRow, SweepRow, TrialRow
+from pai_dlc.db.rows import EVENTS, JobEventRow, JobFactRow, JobRow, SweepRow, TrialRow
 
 Job = job_pb2.Job
 JOBS: sa.Table = JobRow.__table__  # type: ignore[assignment]
 HISTORY: sa.Table = JobEventRow.__table__  # type: ignore[assignment]
+FACTS: sa.Table = JobFactRow.__table__  # type: ignore[assignment]
 SOURCE = "pai.dlc"
 
 
@@ -161,6 +162,26 @@ class JobStore:
         ws, jid = split_name(s.name)
         await self.conn.execute(sa.delete(JOBS).where(JOBS.c.workspace == ws, JOBS.c.id == jid))
         await self.conn.execute(sa.delete(HISTORY).where(HISTORY.c.job_uid == s.job.uid))
+        await self.conn.execute(sa.delete(FACTS).where(FACTS.c.job == s.name))
+
+    async def add_fact(self, job: str, kind: str, workload: bytes) -> None:
+        await self.conn.execute(
+            sa.insert(FACTS).values(job=job, kind=kind, workload=workload, create_time=utcnow())
+        )
+
+    async def facts(self, job: str) -> list[tuple[int, str, bytes]]:
+        rows = await self.conn.execute(
+            sa.select(FACTS.c.seq, FACTS.c.kind, FACTS.c.workload)
+            .where(FACTS.c.job == job)
+            .order_by(FACTS.c.seq)
+        )
+        return [(seq, kind, data) for seq, kind, data in rows]
+
+    async def drop_facts(self, job: str, upto: int) -> None:
+        await self.conn.execute(sa.delete(FACTS).where(FACTS.c.job == job, FACTS.c.seq <= upto))
+
+    async def names_with_facts(self) -> list[str]:
+        return [name for (name,) in await self.conn.execute(sa.select(FACTS.c.job).distinct())]
 
     async def record(self, s: StoredJob, event: job_pb2.JobEvent) -> None:
         """Append to the job's history (what `ListJobEvents` shows)."""

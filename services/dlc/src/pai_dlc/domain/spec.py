@@ -112,6 +112,20 @@ def validate(spec: JobSpec, *, engines: frozenset[int]) -> list[Violation]:
             local_path(getattr(spec, fld))
         except ValueError as e:
             out.append(Violation(f"job.spec.{fld}", str(e)))
+    for i, ds in enumerate(spec.data_sources):
+        where = f"job.spec.data_sources[{i}]"
+        if ds.dataset_version:
+            out.append(
+                Violation(
+                    f"{where}.dataset_version",
+                    "dataset versions are resolved through lineage, which this platform does not run yet; give a uri",
+                )
+            )
+        elif ds.uri:
+            try:
+                local_path(ds.uri)
+            except ValueError as e:
+                out.append(Violation(f"{where}.uri", str(e)))
     if spec.code.uri:
         try:
             code = local_path(spec.code.uri)
