@@ -24,10 +24,11 @@ THIRD_PARTY = PROTOS / "third_party"
 OUT = ROOT / "libs" / "pai-protos" / "src"
 STAMP = OUT / ".gen-stamp"
 DESCRIPTORS = OUT / "pai" / "descriptors.binpb"
+OVERLAY = ROOT / "libs" / "pai-protos" / "overlay"  # hand-written modules copied into the tree
 
 
 def _inputs() -> list[pathlib.Path]:
-    return sorted(PROTOS.rglob("*.proto"))
+    return sorted([*PROTOS.rglob("*.proto"), *OVERLAY.rglob("*.py")])
 
 
 def _fingerprint(files: list[pathlib.Path]) -> str:
@@ -46,7 +47,7 @@ def main() -> int:
     if "--force" not in sys.argv and STAMP.exists() and STAMP.read_text() == fingerprint:
         return 0
 
-    own = [f.relative_to(PROTOS) for f in files if THIRD_PARTY not in f.parents]
+    own = [f.relative_to(PROTOS) for f in files if f.suffix == ".proto" and THIRD_PARTY not in f.parents]
     vendored = [THIRD_PARTY / "buf" / "validate" / "validate.proto"]
     for sub in ("pai", "buf"):
         shutil.rmtree(OUT / sub, ignore_errors=True)
@@ -98,6 +99,11 @@ def main() -> int:
     for d in [*(OUT / "pai").rglob("*"), OUT / "pai", *(OUT / "buf").rglob("*"), OUT / "buf"]:
         if d.is_dir():
             (d / "__init__.py").touch()
+    # hand-written modules that live in the generated packages (e.g. `pai.dlc.report`)
+    for src in OVERLAY.rglob("*.py"):
+        dest = OUT / src.relative_to(OVERLAY)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
     (OUT / "pai" / "py.typed").touch()
     (OUT / "buf" / "py.typed").touch()
     STAMP.write_text(fingerprint)

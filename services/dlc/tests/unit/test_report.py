@@ -1,0 +1,41 @@
+"""`pai.dlc.report` prints the line dlc parses back into metric series."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+
+import pytest
+
+from pai.dlc import report
+from pai.dlc.v1 import job_pb2
+from pai_dlc.app import metrics
+from pai_dlc.db.store import StoredJob
+from pai_dlc.engine.logfile import format_record
+
+
+def test_report_writes_one_flushed_line() -> None:
+    out = io.StringIO()
+    report(step=3, stream=out, loss=0.5, accuracy=1)
+    assert out.getvalue() == '@pai.metric {"step": 3, "loss": 0.5, "accuracy": 1.0}\n'
+
+
+@pytest.mark.parametrize(
+    ("step", "values"),
+    [(-1, {"loss": 1.0}), (True, {"loss": 1.0}), (1, {}), (1, {"loss": float("nan")}), (1, {"loss": "x"})],
+)
+def test_report_refuses_what_dlc_could_not_read(step: object, values: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        report(step=step, stream=io.StringIO(), **values)  # type: ignore[arg-type]
+
+
+def test_dlc_reads_reported_lines_back_as_series(tmp_path: pathlib.Path) -> None:
+    out = io.StringIO()
+    for step, loss in [(1, 2.0), (2, 1.0)]:
+        report(step=step, stream=out, loss=loss)
+    log = tmp_path / "worker-0.log"
+    lines = [format_record(1_000 + i, "stdout", text) for i, text in enumerate(out.getvalue().splitlines())]
+    log.write_bytes(b"".join([format_record(999, "stderr", '@pai.metric {"step": 9, "loss": 0}'), *lines]))
+    job = job_pb2.Job(replica_statuses=[job_pb2.ReplicaStatus(replica="worker-0", rank=0)])
+    stored = StoredJob(job, {"logs": {"0": {"worker-0": str(log)}}})
+    assert metrics.series_of(stored, "loss") == [(1, 2.0), (2, 1.0)]  # stderr lines are not metrics
