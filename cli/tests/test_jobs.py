@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 
 from pai.scheduler.v1 import (
     node_pb2,
@@ -51,10 +52,13 @@ def make_room(scheduler: SchedulerProcess, key: str, workspace: str) -> None:
         )
 
 
-def test_submit_wait_logs_metrics_and_delete(
-    admin: Pai, auth: AuthProcess, scheduler: SchedulerProcess, dlc: DlcProcess, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def room(auth: AuthProcess, scheduler: SchedulerProcess) -> None:
+    """Capacity for workspace `ml`, once for the module."""
     make_room(scheduler, auth.admin_key, "ml")
+
+
+def test_submit_wait_logs_metrics_and_delete(admin: Pai, room: None, dlc: DlcProcess, tmp_path: Path) -> None:
     at = ("--endpoint", dlc.address, "-w", "ml")
     code = tmp_path / "code"
     code.mkdir()
@@ -110,7 +114,7 @@ TRIAL = (
 )
 
 
-def test_sweep_create_wait_and_trials(admin: Pai, auth: AuthProcess, dlc: DlcProcess, tmp_path: Path) -> None:
+def test_sweep_create_wait_and_trials(admin: Pai, room: None, dlc: DlcProcess, tmp_path: Path) -> None:
     at = ("--endpoint", dlc.address, "-w", "ml")
     template = {"replicaSpecs": [{"role": "WORKER", "command": [sys.executable, "-c", TRIAL]}]}
     spec = tmp_path / "sweep.json"
@@ -126,3 +130,22 @@ def test_sweep_create_wait_and_trials(admin: Pai, auth: AuthProcess, dlc: DlcPro
     assert "grid" in admin.ok("sweep", "list", *at).out
     assert admin("sweep", "create", "x", *at, "--param", "lr=double:abc").code == 2
     assert admin("sweep", "create", "x", *at, "--param", "nonsense").code == 2
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    assert admin("sweep", "create", "x", *at, "-f", str(broken)).code == 2
+
+
+def test_submit_from_a_yaml_file(admin: Pai, room: None, dlc: DlcProcess, tmp_path: Path) -> None:
+    at = ("--endpoint", dlc.address, "-w", "ml")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "displayName: from yaml\n"
+        "spec:\n"
+        "  replicaSpecs:\n"
+        "    - role: WORKER\n"
+        "      count: 1\n"
+        f"      command: [{sys.executable!r}, -c, 'print(\"hello from yaml\")']\n"
+    )
+    done = admin("job", "submit", "yaml", *at, "-f", str(job), "--wait")
+    assert done.code == 0, done.out + done.err
+    assert "[worker-0] hello from yaml" in admin.ok("job", "logs", "yaml", *at).out

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from pai.dlc.v1 import job_pb2, job_spec_pb2, log_pb2, metric_pb2
 from pai_cli.client import collect
@@ -89,7 +90,9 @@ def register(subparsers: Subparsers) -> None:
     submit = add_command(job, "submit", submit_job, "submit a distributed training job")
     submit.add_argument("name", metavar="NAME", help="the job's id in the workspace")
     add_workspace_option(submit)
-    submit.add_argument("-f", "--file", metavar="JOB.json", help="the whole job as JSON (the API's Job)")
+    submit.add_argument(
+        "-f", "--file", metavar="JOB.yaml", help="the whole job as YAML or JSON (the API's Job)"
+    )
     submit.add_argument(
         "--workers", type=positive_int, default=1, metavar="N", help="worker replicas (default 1)"
     )
@@ -207,10 +210,7 @@ def submit_job(ctx: Context) -> int:
     args = ctx.args
     job = Job()
     if args.file:
-        try:
-            json_format.Parse(Path(args.file).read_text(encoding="utf-8"), job)
-        except (OSError, json_format.ParseError) as e:
-            raise UsageError(f"-f {args.file}: {e}") from None
+        load_message(args.file, job)
         if args.code:
             job.spec.code.uri = _copy_code(ctx, args.code, args.name)
     else:
@@ -224,6 +224,27 @@ def submit_job(ctx: Context) -> int:
         return 0
     ctx.output.note(f"submitted {created.name}")
     return _follow(ctx, created.name)
+
+
+def load_message(path: str, message: Message) -> None:
+    """Fill `message` from a JSON or YAML file in the API's JSON mapping (camelCase or snake_case)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+            if not isinstance(data, dict):
+                raise UsageError(f"-f {path}: expected a mapping at the top")
+            json_format.ParseDict(data, message)
+        else:
+            json_format.Parse(text, message)
+    except (OSError, ValueError, json_format.ParseError) as e:
+        raise UsageError(f"-f {path}: {e}") from None
+    except Exception as e:  # a YAML syntax error (yaml.YAMLError), without importing yaml for JSON files
+        if type(e).__module__.startswith("yaml"):
+            raise UsageError(f"-f {path}: {e}") from None
+        raise
 
 
 def _follow(ctx: Context, name: str) -> int:

@@ -8,9 +8,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
-from google.protobuf import json_format
 
 from pai.dlc.v1 import sweep_pb2
 from pai_cli.commands.common import (
@@ -21,7 +18,7 @@ from pai_cli.commands.common import (
     add_workspace_option,
     positive_int,
 )
-from pai_cli.commands.jobs import _copy_code
+from pai_cli.commands.jobs import _copy_code, load_message
 from pai_cli.errors import UsageError
 from pai_cli.output import EMPTY, Column, enum, field, last_segment, timestamp
 
@@ -112,7 +109,7 @@ def register(subparsers: Subparsers) -> None:
     create = add_command(sweep, "create", create_sweep, "create a sweep from a JSON spec and/or flags")
     create.add_argument("name", metavar="NAME")
     add_workspace_option(create)
-    create.add_argument("-f", "--file", metavar="SWEEP.json", help="the API's Sweep as JSON")
+    create.add_argument("-f", "--file", metavar="SWEEP.yaml", help="the API's Sweep as YAML or JSON")
     create.add_argument("--code", metavar="DIR", help="the template's code directory (copied)")
     create.add_argument("--param", action="append", default=[], metavar="SPEC", help="a search-space entry")
     create.add_argument("--metric", metavar="KEY", help="objective metric key (e.g. loss)")
@@ -138,10 +135,7 @@ def create_sweep(ctx: Context) -> int:
     args = ctx.args
     s = S()
     if args.file:
-        try:
-            json_format.Parse(Path(args.file).read_text(encoding="utf-8"), s)
-        except (OSError, json_format.ParseError) as e:
-            raise UsageError(f"-f {args.file}: {e}") from None
+        load_message(args.file, s)
     spec = s.spec
     spec.parameters.extend(parse_param(p) for p in args.param)
     if args.metric:
