@@ -27,6 +27,7 @@ from pai_dlc.app.scheduler_client import SchedulerClient
 from pai_dlc.app.sweeps import SweepController
 from pai_dlc.db.rows import EVENTS, MIGRATIONS
 from pai_dlc.domain.spec import JobSpec
+from pai_dlc.engine.base import AttemptLaunch, Engine
 from pai_dlc.engine.local import LocalEngine
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,32 @@ def storage_root(settings: Settings) -> pathlib.Path:
     return root.resolve()
 
 
+def optional_engines(settings: Settings, controller: Controller) -> dict[int, Engine]:
+    """RAY when `PAI_DLC_RAY_ADDRESS` is set; KUBERNETES when `PAI_DLC_KUBERNETES_NAMESPACE` is."""
+    out: dict[int, Engine] = {}
+    ray_address = str(settings.get("ray_address") or "")
+    if ray_address:
+        from pai_dlc.engine.ray import RayEngine
+
+        out[JobSpec.RAY] = RayEngine(ray_address)
+    namespace = str(settings.get("kubernetes_namespace") or "")
+    if namespace:
+        from pai_dlc.engine.kubernetes import KubernetesEngine
+
+        async def spec_of(attempt: AttemptLaunch) -> JobSpec:
+            return (await controller.get(attempt.job)).job.spec
+
+        out[JobSpec.KUBERNETES] = KubernetesEngine(
+            specs=spec_of,
+            namespace=namespace,
+            default_image=str(settings.get("kubernetes_image") or ""),
+            storage_pvc=str(settings.get("kubernetes_storage_pvc") or ""),
+            storage_root=str(controller.options.storage_root),
+            gpu_model_label=str(settings.get("kubernetes_gpu_model_label") or ""),
+        )
+    return out
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> AsyncIterator[DlcApp]:
     """Start dlc: migrate, serve, consume the scheduler's decisions, drive the jobs; stop on exit.
@@ -94,9 +121,9 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             kill_grace=float(settings.get("kill_grace", 10.0)),
             preemption_grace=float(settings.get("preemption_grace", 10.0)),
         )
-        controller = Controller(
-            engine, SchedulerClient(sched_channel), {JobSpec.LOCAL: LocalEngine()}, options, relay.notify
-        )
+        engines: dict[int, Engine] = {JobSpec.LOCAL: LocalEngine()}
+        controller = Controller(engine, SchedulerClient(sched_channel), engines, options, relay.notify)
+        engines.update(optional_engines(settings, controller))
         sweeps = SweepController(controller, relay.notify)
         consumer = Consumer(
             js,

@@ -162,8 +162,18 @@ def cluster_cpu() -> int:
 
 
 @pytest.fixture
+def dlc_settings() -> dict[str, str]:
+    """More dlc settings, for a test that needs them (parametrize it)."""
+    return {}
+
+
+@pytest.fixture
 async def stack(
-    tmp_path: pathlib.Path, database: tuple[str, str], nats_server: NatsServer, cluster_cpu: int
+    tmp_path: pathlib.Path,
+    database: tuple[str, str],
+    nats_server: NatsServer,
+    cluster_cpu: int,
+    dlc_settings: dict[str, str],
 ) -> AsyncIterator[Stack]:
     key = api_key()
     home = tmp_path / "home"
@@ -184,7 +194,7 @@ async def stack(
                 settings(
                     "dlc", home, database, nats_server.url, auth.address, api_key=key,
                     scheduler_endpoint=sched.address, kill_grace="3", poll_interval="0.1",
-                    storage_root=str(tmp_path / "storage"),
+                    storage_root=str(tmp_path / "storage"), **dlc_settings,
                 )
             )  # fmt: skip
             app = await ctx.__aenter__()

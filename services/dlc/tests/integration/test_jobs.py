@@ -201,3 +201,20 @@ async def test_dlc_restarted_mid_job_reattaches_and_runs_nothing_twice(stack: St
     assert text.count("rank=0 world_size=2") == 1 and "global_step=15" in text
     events = (await stack.client.jobs.ListJobEvents(job_pb2.ListJobEventsRequest(parent=job.name))).job_events
     assert [e.state for e in events].count(Job.RUNNING) == 1
+
+
+@pytest.mark.parametrize(
+    "dlc_settings", [{"kubernetes_namespace": "training", "kubernetes_image": "pytorch/pytorch:2.6"}]
+)
+async def test_a_kubernetes_job_without_a_cluster_fails_with_the_reason(client: Client) -> None:
+    # The engine is configured but no API server exists here: the job is admitted, the launch is
+    # refused, and the job says why (no cluster is faked; see engine/kubernetes.py).
+    job = await client.submit(
+        "k8s", ["python", "train.py"], code=None, engine=job_spec_pb2.JobSpec.KUBERNETES
+    )
+    done = await client.done(job.name)
+    assert done.state == Job.FAILED and done.reason == "LAUNCH_FAILED", done
+    assert "could not start the replicas" in done.message
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # RAY is not configured on this server
+        await client.submit("ray", ["python", "train.py"], code=None, engine=job_spec_pb2.JobSpec.RAY)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "RAY" in (err.value.details() or "")

@@ -640,10 +640,18 @@ class Controller:
                     verdict = lifecycle.Verdict(
                         "fail", "DEADLINE_EXCEEDED", f"the job ran longer than its active deadline ({limit})"
                     )
-            if verdict.action == "run" and spec.HasField("log_silence_timeout"):
+            # engines without local log files (kubernetes) have no hang detection here yet
+            if (
+                verdict.action == "run"
+                and spec.HasField("log_silence_timeout")
+                and any(h.log_path for h in handles)
+            ):
                 silence = spec.log_silence_timeout.ToTimedelta().total_seconds()
                 last = max(
-                    [int(s.runtime.get("launched_ns", 0)), *(_last_write_ns(h.log_path) for h in handles)]
+                    [
+                        int(s.runtime.get("launched_ns", 0)),
+                        *(_last_write_ns(h.log_path) for h in handles if h.log_path),
+                    ]
                 )
                 quiet = (time.time_ns() - last) / 1e9
                 if quiet > silence:
