@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import pathlib
 import signal
@@ -218,3 +219,43 @@ async def test_a_kubernetes_job_without_a_cluster_fails_with_the_reason(client: 
     with pytest.raises(grpc.aio.AioRpcError) as err:  # RAY is not configured on this server
         await client.submit("ray", ["python", "train.py"], code=None, engine=job_spec_pb2.JobSpec.RAY)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "RAY" in (err.value.details() or "")
+
+
+async def test_replicas_started_but_never_recorded_are_stopped_before_the_attempt_runs_again(
+    stack: Stack, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    # dlc "dies" right after starting an attempt's processes and before storing their handles: the
+    # processes run on, unwatched. The next step must find and stop them before starting the attempt
+    # again, so the job never runs twice.
+    assert stack.app is not None
+    controller = stack.app.controller
+    real_record, real_kill = controller._record_launch, controller._engine
+    started: list[int] = []
+
+    async def crash(s: object, attempt: int, handles: list[object]) -> None:
+        started.extend(h.pid for h in handles)  # type: ignore[attr-defined]
+        monkeypatch.setattr(controller, "_record_launch", real_record)
+        raise RuntimeError("dlc died here")
+
+    class NoKill:  # the crash leaves no chance to clean up
+        def __init__(self, engine: object) -> None:
+            self.engine = engine
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.engine, name)
+
+        async def kill(self, handles: object, grace: float) -> None:
+            monkeypatch.setattr(controller, "_engine", real_kill)
+
+    monkeypatch.setattr(controller, "_record_launch", crash)
+    monkeypatch.setattr(controller, "_engine", lambda s: NoKill(real_kill(s)))
+    job = await client.submit(
+        "twice", [PY, "-c", "import time; print('up', flush=True); time.sleep(3)"], code=None
+    )
+    done = await client.done(job.name)
+    assert done.state == Job.SUCCEEDED, done
+    assert started and not any(alive(p) for p in started)
+    assert all(p not in started for p in (s.pid for s in done.replica_statuses))
+    assert (await client.get(job.name)).end_time.ToDatetime() - done.create_time.ToDatetime() < dt.timedelta(
+        seconds=30
+    )  # the minute-long first gang was stopped, not waited for

@@ -490,3 +490,17 @@ def test_tail_records_reads_backwards_across_blocks(tmp_path: Path) -> None:
     assert tail_records(path, 4, stream="stderr", max_bytes=2000) == []
     path.write_bytes(b"no newline at all")
     assert tail_records(path, 2) == []
+
+
+async def test_replicas_never_see_dlcs_own_settings(gang: Gang, monkeypatch: pytest.MonkeyPatch) -> None:
+    # dlc's credential toward the scheduler, its database URL: none of it reaches user code
+    monkeypatch.setenv("PAI_DLC_API_KEY", "pai_secret_key")
+    monkeypatch.setenv("PAI_DLC_DATABASE_URL", "postgresql://u:password@db/dlc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "token")
+    monkeypatch.setenv("HARMLESS", "kept")
+    code = "import os; print(sorted(k for k in os.environ if k.startswith(('PAI_', 'OTEL_', 'HARMLESS'))))"
+    (handle,) = await gang.launch(script(code))
+    ended = await gang.exits([handle])
+    assert ended[handle.replica].succeeded
+    printed = [r.text for r in read_records(handle.log_path) if r.stream == "stdout"]
+    assert printed == ["['HARMLESS']"]

@@ -46,6 +46,7 @@ from pai_dlc.domain.env import Cluster, hyperparameter_args, replica_env
 from pai_dlc.domain.lifecycle import ACTIVE, TERMINAL, State, can_move
 from pai_dlc.domain.spec import JobSpec, local_path, normalize, replicas, validate
 from pai_dlc.engine.base import AttemptLaunch, Engine, EngineError, ReplicaExit, ReplicaHandle, ReplicaLaunch
+from pai_dlc.engine.logfile import read_records
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +516,42 @@ class Controller:
 
             await self._write(s, running)
             return
-        attempt = int(s.runtime.get("attempt", -1)) + 1
+        launching = s.runtime.get("launching")
+        if launching is not None:
+            # dlc stopped (or a write failed) after this attempt's processes may have started and
+            # before their handles were stored: stop whatever runs of it, then start it again
+            await self._kill_unrecorded(s, int(launching))
+            attempt = int(launching)
+        else:
+            attempt = int(s.runtime.get("attempt", -1)) + 1
+        try:
+            launch = self._attempt(s, attempt)
+        except (OSError, ValueError) as e:
+            await self._fail_launch(s, f"could not prepare the job's directories: {e}")
+            return
+        # the attempt is marked before anything starts, so a crash mid-launch is seen on recovery
+        s.runtime["attempt"] = attempt
+        s.runtime["launching"] = attempt
+        s.runtime.setdefault("logs", {})[str(attempt)] = {}
+
+        async def mark(store: JobStore) -> None:
+            return None
+
+        await self._write(s, mark)
+        try:
+            handles = await self._engine(s).launch(launch)
+        except EngineError as e:
+            s.runtime.pop("launching", None)
+            await self._fail_launch(s, f"could not start the replicas: {e}")
+            return
+        try:
+            await self._record_launch(s, attempt, handles)
+        except BaseException:
+            # not recorded: nothing may run unwatched (the next step starts the attempt again)
+            await asyncio.shield(self._engine(s).kill(handles, self.options.kill_grace))
+            raise
+
+    def _attempt(self, s: StoredJob, attempt: int) -> AttemptLaunch:
         spec = s.job.spec
         everyone = replicas(spec)
         cluster = Cluster(
@@ -527,7 +563,7 @@ class Controller:
         for uri in (spec.checkpoint_uri, spec.output_uri):
             local_path(uri).mkdir(parents=True, exist_ok=True)
         code = str(local_path(spec.code.uri)) if spec.code.uri else None
-        launch = AttemptLaunch(
+        return AttemptLaunch(
             job=s.name,
             uid=s.job.uid,
             attempt=attempt,
@@ -552,31 +588,36 @@ class Controller:
                 for r in everyone
             ),
         )
-        # the attempt is marked before anything starts, so a crash mid-launch is seen on recovery
-        s.runtime["attempt"] = attempt
-        s.runtime.setdefault("logs", {})[str(attempt)] = {}
 
-        async def mark(store: JobStore) -> None:
-            return None
+    async def _fail_launch(self, s: StoredJob, msg: str) -> None:
+        async def fail(store: JobStore) -> None:
+            await self._move(store, s, State.FAILED, "LAUNCH_FAILED", msg, warning=True)
+            s.runtime["finish"] = int(WO.FAILED)
 
-        await self._write(s, mark)
-        try:
-            handles = await self._engine(s).launch(launch)
-        except EngineError as e:
-            msg = f"could not start the replicas: {e}"
+        await self._write(s, fail)
+        await self._report_finish(s)
 
-            async def fail(store: JobStore) -> None:
-                await self._move(store, s, State.FAILED, "LAUNCH_FAILED", msg, warning=True)
-                s.runtime["finish"] = int(WO.FAILED)
+    async def _kill_unrecorded(self, s: StoredJob, attempt: int) -> None:
+        """Kill the processes of an attempt whose handles were never stored (local engine: each
+        replica's supervisor names its pid in the first line of its log)."""
+        run_dir = self.options.storage_root / "jobs" / s.job.uid / f"attempt-{attempt}"
+        found = await asyncio.to_thread(_supervisors_in, run_dir, attempt)
+        if found:
+            log.warning(
+                "%s: stopping %d replicas of attempt %d started before dlc stopped",
+                s.name,
+                len(found),
+                attempt,
+            )
+            await self._engine(s).kill(found, self.options.kill_grace)
 
-            await self._write(s, fail)
-            await self._report_finish(s)
-            return
+    async def _record_launch(self, s: StoredJob, attempt: int, handles: list[ReplicaHandle]) -> None:
         now = stamp(self.clock())
         s.runtime["handles"] = [dataclasses.asdict(h) for h in handles]
         s.runtime["logs"][str(attempt)] = {h.replica: h.log_path for h in handles}
         s.runtime["launched_ns"] = time.time_ns()
         s.runtime["exits"] = {}
+        s.runtime.pop("launching", None)
         by_name = {h.replica: h for h in handles}
         for st in s.job.replica_statuses:
             h = by_name.get(st.replica)
@@ -804,6 +845,29 @@ class Controller:
 
         await self._write(s, stopped)
         await self._report_finish(s)
+
+
+def _supervisors_in(run_dir: pathlib.Path, attempt: int) -> list[ReplicaHandle]:
+    """Handles for the replica supervisors an attempt's logs name (`started pid N (supervisor pid M)`)."""
+    out = []
+    for log_file in sorted(run_dir.glob("*.log")):
+        if log_file.name.endswith(".supervisor.log"):
+            continue
+        first = read_records(str(log_file), 0, max_records=1)
+        if not first or "(supervisor pid " not in first[0].text:
+            continue
+        try:
+            pid = int(first[0].text.split("(supervisor pid ", 1)[1].split(")", 1)[0])
+        except ValueError:
+            continue
+        base = str(log_file)[: -len(".log")]
+        out.append(
+            ReplicaHandle(
+                replica=log_file.stem, rank=0, attempt=attempt, pid=pid, pgid=pid, log_path=str(log_file),
+                exit_path=f"{base}.exit.json", error_path=f"{base}.error.json",
+            )
+        )  # fmt: skip
+    return out
 
 
 def _last_write_ns(path: str) -> int:

@@ -74,6 +74,16 @@ class _ProcStat:
     start: int  # clock ticks after boot: with the pid, names one process for good
 
 
+# dlc's own settings and credentials (PAI_DLC_API_KEY, database URLs...) and telemetry exporters'
+# settings are never a replica's business: user code could print them
+PRIVATE_PREFIXES = ("PAI_", "OTEL_")
+
+
+def replica_base_env() -> dict[str, str]:
+    """The environment replicas start from: dlc's own, without its settings and secrets."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
+
+
 class LocalEngine:
     """Runs the replicas of an attempt as processes on this machine (see the module's docstring)."""
 
@@ -153,7 +163,7 @@ class LocalEngine:
         base = os.path.join(run_dir, replica.replica)
         log_path, exit_path, supervisor_log = f"{base}.log", f"{base}.exit.json", f"{base}.supervisor.log"
         cwd = os.path.abspath(replica.cwd or run_dir)
-        env = dict(os.environ)
+        env = replica_base_env()
         env.update(replica.env)
         if ERROR_FILE_VAR in replica.env:
             error_path = os.path.join(cwd, replica.env[ERROR_FILE_VAR])
