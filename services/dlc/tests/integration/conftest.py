@@ -104,10 +104,14 @@ class Client:
         terminal = (Job.SUCCEEDED, Job.FAILED, Job.STOPPED)
         return await self.wait(name, lambda j: j.state in terminal, timeout, "to a terminal state")
 
-    async def logs(self, name: str, replica: str | None = None) -> list[log_pb2.LogEntry]:
+    async def logs(
+        self, name: str, replica: str | None = None, attempt: int | None = None
+    ) -> list[log_pb2.LogEntry]:
         req = log_pb2.ReadJobLogsRequest(name=name, page_size=10000)
         if replica:
             req.replicas.append(replica)
+        if attempt is not None:
+            req.attempt = attempt
         return list((await self.jobs.ReadJobLogs(req)).entries)
 
     async def text(self, name: str, replica: str) -> str:

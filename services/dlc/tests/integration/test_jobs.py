@@ -11,7 +11,7 @@ import signal
 import grpc
 import pytest
 
-from pai.dlc.v1 import job_pb2, job_spec_pb2, metric_pb2
+from pai.dlc.v1 import job_pb2, job_spec_pb2, log_pb2, metric_pb2
 from pai.scheduler.v1 import workload_pb2
 
 from .conftest import PY, Client, Job, Stack
@@ -47,6 +47,20 @@ async def test_two_worker_ddp_job_trains_and_succeeds(stack: Stack, client: Clie
     # both ranks ran in one world of 2
     assert "rank=0 world_size=2" in await client.text(job.name, "worker-0")
     assert "rank=1 world_size=2" in await client.text(job.name, "worker-1")
+    # lines are numbered from 0 per replica attempt; a role selects its replicas; offset skips lines
+    page = (
+        await client.jobs.ReadJobLogs(
+            log_pb2.ReadJobLogsRequest(name=job.name, replicas=["worker"], offset=1)
+        )
+    ).entries
+    for replica in ("worker-0", "worker-1"):
+        numbers = [e.offset for e in page if e.replica == replica]
+        assert numbers and numbers == list(range(1, len(numbers) + 1))
+    last = numbers[-1]  # worker-1's: resuming at offset last - 1 gives exactly its last two lines
+    tail = await client.jobs.ReadJobLogs(
+        log_pb2.ReadJobLogsRequest(name=job.name, replicas=["worker-1"], offset=last - 1)
+    )
+    assert [(e.replica, e.offset) for e in tail.entries] == [("worker-1", last - 1), ("worker-1", last)]
     output = pathlib.Path(done.spec.output_uri.removeprefix("file://"))
     assert (output / "model.pt").is_file()
     assert [s.state for s in done.replica_statuses] == [job_pb2.ReplicaStatus.SUCCEEDED] * 2
@@ -177,10 +191,10 @@ async def test_a_preempted_spot_job_resumes_from_its_checkpoint(stack: Stack, cl
     states = [e.state for e in events]
     assert Job.PREEMPTED in states and states[-1] == Job.SUCCEEDED
     assert states.index(Job.PREEMPTED) < len(states) - 1
-    resumed = [e for e in await client.logs(spot.name, "worker-0") if e.attempt == 1]
+    resumed = await client.logs(spot.name, "worker-0")  # the latest attempt, 1
     text = "\n".join(e.text for e in resumed)
     assert "resumed from checkpoint" in text and "global_step=15" in text
-    first = "\n".join(e.text for e in await client.logs(spot.name, "worker-0") if e.attempt == 0)
+    first = "\n".join(e.text for e in await client.logs(spot.name, "worker-0", attempt=0))
     assert "received SIGTERM, exiting" in first  # stopped gracefully, not killed
 
 

@@ -25,7 +25,7 @@ from pai_dlc.app.sweeps import SweepController
 from pai_dlc.db.store import JobStore, StoredJob, SweepStore, stamp
 from pai_dlc.domain.lifecycle import TERMINAL
 from pai_dlc.domain.spec import ROLE_NAMES
-from pai_dlc.engine.logfile import LogRecord, read_records, tail_records
+from pai_dlc.engine.logfile import LogRecord, read_records
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 Entry = log_pb2.LogEntry
@@ -38,18 +38,36 @@ def _bad(field: str, message: str, reason: str = "INVALID_ARGUMENT") -> InvalidA
     return InvalidArgument(reason, message, violations=[FieldViolation(field, message)])
 
 
-def entry(replica: str, attempt: int, r: LogRecord) -> log_pb2.LogEntry:
+def entry(replica: str, attempt: int, line: int, r: LogRecord) -> log_pb2.LogEntry:
     role, _, index = replica.rpartition("-")
     return Entry(
         role=ROLES.get(role, 0),  # type: ignore[arg-type]
         index=int(index) if index.isdigit() else 0,
         replica=replica,
         attempt=attempt,
-        offset=r.offset,
+        offset=line,
         stream=STREAMS.get(r.stream, Entry.STREAM_UNSPECIFIED),
         time=stamp(dt.datetime.fromtimestamp(r.time_ns / 1e9, dt.UTC)),
         text=r.text,
     )
+
+
+def selected(
+    s: StoredJob, wanted: list[str], attempt: int | None, *, later: bool = False
+) -> list[tuple[str, int, str]]:
+    """(replica, attempt, path) of the logs a request selects: `wanted` holds roles (`worker`) or
+    replicas (`worker-1`), empty for all; attempt None is the latest (and every later one if `later`)."""
+    files = log_files(s, [], None)
+    if not files:
+        return []
+    if attempt is None:
+        latest = max(a for _, a, _ in files)
+        files = [f for f in files if f[1] >= latest] if later else [f for f in files if f[1] == latest]
+    else:
+        files = [f for f in files if f[1] == attempt]
+    if wanted:
+        files = [f for f in files if f[0] in wanted or f[0].rpartition("-")[0] in wanted]
+    return files
 
 
 class JobServicer(job_pb2_grpc.JobServiceServicer):
@@ -116,7 +134,10 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         return empty_pb2.Empty()
 
     async def StopJob(self, request: job_pb2.StopJobRequest, context: Ctx) -> job_pb2.Job:
-        return await self._c.stop_job(request.name, request.etag)
+        grace = (
+            request.grace_period.ToTimedelta().total_seconds() if request.HasField("grace_period") else None
+        )
+        return await self._c.stop_job(request.name, request.etag, grace)
 
     async def RestartJob(self, request: job_pb2.RestartJobRequest, context: Ctx) -> job_pb2.Job:
         return await self._c.restart_job(request.name, request.etag)
@@ -137,13 +158,15 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     # ---- logs ----------------------------------------------------------------------------------
 
     def _read(
-        self, s: StoredJob, replicas: list[str], attempt: int | None, offset: int, since_ns: int, tail: int
-    ) -> list[tuple[str, int, str, list[LogRecord]]]:
+        self, s: StoredJob, wanted: list[str], attempt: int | None, offset: int, since_ns: int, tail: int
+    ) -> list[tuple[str, int, list[tuple[int, LogRecord]]]]:
+        """Each selected log's lines with their numbers: past `offset`, since `since_ns`, the last `tail`."""
         out = []
-        for replica, a, path in log_files(s, replicas, attempt):
-            records = tail_records(path, tail) if tail else read_records(path, offset)
-            records = [r for r in records if r.offset >= offset and r.time_ns >= since_ns]
-            out.append((replica, a, path, records))
+        for replica, a, path in selected(s, wanted, attempt):
+            lines = list(enumerate(read_records(path, 0)))
+            if tail:
+                lines = lines[-tail:]
+            out.append((replica, a, [(n, r) for n, r in lines if n >= offset and r.time_ns >= since_ns]))
         return out
 
     async def ReadJobLogs(
@@ -153,16 +176,26 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         attempt = request.attempt if request.HasField("attempt") else None
         since = request.since_time.ToNanoseconds() if request.HasField("since_time") else 0
         size = pagination.page_size(request.page_size, default=1000, maximum=10000)
-        query = pagination.fingerprint(name=request.name, replicas=sorted(request.replicas), attempt=attempt)
+        query = pagination.fingerprint(
+            name=request.name, replicas=sorted(request.replicas), attempt=attempt, offset=request.offset,
+            tail=request.tail_lines, since=since,
+        )  # fmt: skip
         after = pagination.decode_token(request.page_token, query, list)
+        if after is not None and not (
+            len(after) == 3
+            and isinstance(after[0], int)
+            and isinstance(after[1], str)
+            and isinstance(after[2], int)
+        ):
+            raise _bad("page_token", "page_token is malformed", "INVALID_PAGE_TOKEN")
         entries: list[log_pb2.LogEntry] = []
-        for replica, a, _, records in await asyncio.to_thread(
+        for replica, a, lines in await asyncio.to_thread(
             self._read, s, list(request.replicas), attempt, request.offset, since, request.tail_lines
         ):
-            for r in records:
-                if after is not None and (a, replica, r.offset) <= (after[0], after[1], after[2]):
+            for n, r in lines:
+                if after is not None and (a, replica, n) <= (after[0], after[1], after[2]):
                     continue
-                entries.append(entry(replica, a, r))
+                entries.append(entry(replica, a, n, r))
         entries.sort(key=lambda e: (e.attempt, e.replica, e.offset))
         page = entries[:size]
         token = ""
@@ -177,24 +210,24 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         s = await self._c.get(request.name)
         attempt = request.attempt if request.HasField("attempt") else None
         since = request.since_time.ToNanoseconds() if request.HasField("since_time") else 0
-        positions: dict[str, int] = {}
-        first = True
+        wanted = list(request.replicas)
+        first_files = {path for _, _, path in selected(s, wanted, attempt)}
+        positions: dict[str, tuple[int, int]] = {}  # path -> (byte position, lines read)
         while True:
             batch: list[log_pb2.LogEntry] = []
-            for replica, a, path in log_files(s, list(request.replicas), attempt):
-                if path not in positions:
-                    if first and request.tail_lines:
-                        records = await asyncio.to_thread(tail_records, path, request.tail_lines)
-                    else:
-                        records = await asyncio.to_thread(read_records, path, request.offset)
-                else:
-                    records = await asyncio.to_thread(read_records, path, positions[path])
+            for replica, a, path in selected(s, wanted, attempt, later=request.follow):
+                pos, count = positions.get(path, (0, 0))
+                records = await asyncio.to_thread(read_records, path, pos)
+                numbered = list(enumerate(records, start=count))
                 if records:
-                    positions[path] = records[-1].next_offset
-                elif path not in positions:
-                    positions[path] = request.offset
-                batch.extend(entry(replica, a, r) for r in records if r.time_ns >= since)
-            first = False
+                    positions[path] = (records[-1].next_offset, count + len(records))
+                if path not in positions:
+                    positions[path] = (0, 0)
+                if count == 0 and path in first_files and request.tail_lines:
+                    numbered = numbered[-request.tail_lines :]
+                # the offset is where the caller resumes one replica's stream (its first attempt)
+                skip = request.offset if path in first_files else 0
+                batch.extend(entry(replica, a, n, r) for n, r in numbered if n >= skip and r.time_ns >= since)
             if batch:
                 yield log_pb2.StreamJobLogsResponse(entries=batch)
             if not request.follow:

@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pai.dlc.v1 import events_pb2, job_pb2
@@ -59,6 +61,8 @@ FACT_KINDS: dict[type, str] = {
     scheduler_events.WorkloadPreempted: "preempted",
     scheduler_events.WorkloadEvicted: "evicted",
     scheduler_events.WorkloadPendingReasonChanged: "pending",
+    scheduler_events.WorkloadFinished: "finished",
+    scheduler_events.WorkloadDeleted: "deleted",
 }
 
 SCHEDULER_SUBJECTS = (
@@ -66,6 +70,8 @@ SCHEDULER_SUBJECTS = (
     "pai.scheduler.workload.preempted",
     "pai.scheduler.workload.evicted",
     "pai.scheduler.workload.pending_reason_changed",
+    "pai.scheduler.workload.finished",
+    "pai.scheduler.workload.deleted",
 )
 
 
@@ -105,6 +111,8 @@ class Controller:
         self.on_commit = on_commit
         self.clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
+        self._parallel = asyncio.Semaphore(16)
+        self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -135,6 +143,9 @@ class Controller:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # steps in progress finish (a launch records its handles); none starts after this
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -153,13 +164,24 @@ class Controller:
             )
             names += await JobStore(conn).names_with_pending_finish()
             names += await JobStore(conn).names_with_facts()
+
+        # each job steps in a task of its own (one at a time per job), so a gang being killed with a
+        # grace period never delays another job's admission, preemption notice or deadline
         for name in dict.fromkeys(names):
             if self._stopping:
                 return
-            try:
-                await self.step(name)
-            except Exception:
-                log.exception("step of %s failed", name)
+            if name not in self._running:
+                self._running[name] = asyncio.create_task(self._one(name), name=f"dlc-step-{name}")
+
+    async def _one(self, name: str) -> None:
+        try:
+            async with self._parallel:
+                if not self._stopping:
+                    await self.step(name)
+        except Exception:
+            log.exception("step of %s failed", name)
+        finally:
+            self._running.pop(name, None)
 
     # ---- state changes -------------------------------------------------------------------------
 
@@ -206,7 +228,14 @@ class Controller:
     # ---- API -----------------------------------------------------------------------------------
 
     async def create(
-        self, parent: str, job_id: str, job: job_pb2.Job, request_id: str, creator: str, validate_only: bool
+        self,
+        parent: str,
+        job_id: str,
+        job: job_pb2.Job,
+        request_id: str,
+        creator: str,
+        validate_only: bool,
+        trial: str = "",
     ) -> job_pb2.Job:
         name = f"{parent}/jobs/{job_id}"
         async with self.db.connect() as conn:
@@ -235,11 +264,10 @@ class Controller:
                 violations[0].description,
                 violations=[FieldViolation(v.field, v.description) for v in violations],
             )
-        new = Job()
-        new.CopyFrom(job)
-        new.ClearField("replica_statuses")
+        # only what a caller may set; every output-only field starts empty
+        new = Job(display_name=job.display_name, description=job.description, labels=dict(job.labels))
         new.spec.CopyFrom(spec)
-        new.name, new.uid, new.creator = name, uid, creator
+        new.name, new.uid, new.creator, new.trial = name, uid, creator, trial
         new.state = State.CREATING
         new.reason, new.message = "CREATED", "asking the scheduler for capacity"
         now = stamp(self.clock())
@@ -253,6 +281,18 @@ class Controller:
         if validate_only:
             return new
         s = StoredJob(new, {"attempt": -1}, 0, request_id or None)
+        try:
+            await self._insert(s, now)
+        except sa_exc.IntegrityError:  # a concurrent create of the same name or request id won
+            async with self.db.connect() as conn:
+                earlier = await JobStore(conn).by_request_id(request_id) if request_id else None
+            if earlier is not None and earlier.name == name:
+                return earlier.job
+            raise AlreadyExists("JOB_ALREADY_EXISTS", f"{name} already exists", job=name) from None
+        self.kick()
+        return s.job
+
+    async def _insert(self, s: StoredJob, now: timestamp_pb2.Timestamp) -> None:
         async with self.tx() as store:
             await store.insert(s)
             await store.record(
@@ -266,8 +306,6 @@ class Controller:
                 ),
             )
             await store.publish("pai.dlc.job.created", events_pb2.JobCreated(job=s.job))
-        self.kick()
-        return s.job
 
     async def get(self, name: str) -> StoredJob:
         async with self.db.connect() as conn:
@@ -276,19 +314,31 @@ class Controller:
             raise NotFound("JOB_NOT_FOUND", f"{name} does not exist", job=name)
         return s
 
-    async def stop_job(self, name: str, etag: str) -> job_pb2.Job:
+    async def stop_job(self, name: str, etag: str, grace: float | None = None) -> job_pb2.Job:
+        """Stop a job; `grace` is SIGTERM → SIGKILL (None: the server's default, 0: SIGKILL at once)."""
         async with self.lock(name):
             s = await self.get(name)
             _check_etag(s, etag)
-            if s.state in TERMINAL or s.state == State.STOPPING:
+            if s.state in (State.SUCCEEDED, State.FAILED):
+                raise FailedPrecondition(
+                    "ILLEGAL_STATE_TRANSITION",
+                    f"{name} already {Job.State.Name(s.state).lower()}; there is nothing to stop",  # type: ignore[arg-type]
+                    job=name,
+                )
+            if s.state in (State.STOPPED, State.STOPPING):
                 return s.job
+            if grace is not None:
+                s.runtime["stop_grace"] = grace
             if s.state in (State.CREATING, State.QUEUED, State.PREEMPTED) and not s.runtime.get("handles"):
 
                 async def stop_now(store: JobStore) -> None:
-                    await self._move(store, s, State.STOPPED, "STOPPED", "stopped by a user before it ran")
+                    await self._move(
+                        store, s, State.STOPPED, "STOP_REQUESTED", "stopped by a user before it ran"
+                    )
                     s.runtime["finish"] = int(WO.CANCELLED)
 
                 await self._write(s, stop_now)
+                await self._report_finish(s)
             else:
 
                 async def stopping(store: JobStore) -> None:
@@ -309,11 +359,10 @@ class Controller:
                     f"{name} is {Job.State.Name(s.state)}; only a STARTING or RUNNING job restarts",  # type: ignore[arg-type]
                     job=name,
                 )
-            handles = self._handles(s)
-            if handles:
-                await self._engine(s).kill(handles, self.options.kill_grace)
 
             async def restarting(store: JobStore) -> None:
+                # the handles stay stored: the RESTARTING step kills the gang, so a crash between
+                # killing and writing can never be judged a replica failure
                 await self._move(
                     store,
                     s,
@@ -321,7 +370,6 @@ class Controller:
                     "RESTART_REQUESTED",
                     "restarting every replica, as a user asked",
                 )
-                s.runtime["handles"] = []
 
             await self._write(s, restarting)
         self.kick()
@@ -331,6 +379,14 @@ class Controller:
         async with self.lock(name):
             s = await self.get(name)
             _check_etag(s, etag)
+            if "finish" in s.runtime:  # the scheduler must hear how it ended before the record goes
+                await self._report_finish(s)
+                if "finish" in s.runtime:
+                    raise FailedPrecondition(
+                        "JOB_NOT_TERMINAL",
+                        f"{name} ended but the scheduler has not heard yet (it is unreachable); retry",
+                        job=name,
+                    )
             if s.state not in TERMINAL:
                 raise FailedPrecondition(
                     "JOB_NOT_TERMINAL",
@@ -377,6 +433,11 @@ class Controller:
         """Act on one scheduler fact about `s` (under the job's lock, in the step's transaction)."""
         if s.job.workload != w.name or s.state in TERMINAL:
             return
+        if kind in ("finished", "deleted"):  # someone else ended the job's workload
+            if s.state != State.STOPPING and "finish" not in s.runtime:
+                how = "finished" if kind == "finished" else "deleted"
+                s.runtime["lost_workload"] = f"the scheduler's workload {w.name} was {how} outside dlc"
+            return
         seen = int(s.runtime.get("workload_version", 0))
         if w.version and w.version <= seen:
             return  # an older snapshot than one already applied
@@ -419,6 +480,9 @@ class Controller:
             if s.state in TERMINAL:
                 await self._report_finish(s)
                 return
+            if s.runtime.get("lost_workload") and s.state != State.STOPPING:
+                await self._lose_workload(s)
+                return
             handlers: dict[int, Callable[[StoredJob], Awaitable[None]]] = {
                 State.CREATING: self._step_creating,
                 State.QUEUED: self._step_queued,
@@ -431,6 +495,22 @@ class Controller:
             handler = handlers.get(s.state)
             if handler is not None:
                 await handler(s)
+
+    async def _lose_workload(self, s: StoredJob) -> None:
+        """The job's capacity is gone for good (its workload was finished or deleted by someone else):
+        stop the gang and fail the job, saying so."""
+        handles = self._handles(s)
+        if handles:
+            await self._engine(s).kill(handles, self.options.kill_grace)
+            self._record_exits(s, self._engine(s).poll(handles))
+        msg = f"{s.runtime['lost_workload']}; the job can no longer run"
+
+        async def fail(store: JobStore) -> None:
+            await self._move(store, s, State.FAILED, "WORKLOAD_LOST", msg, warning=True)
+            s.runtime["handles"] = []
+            s.runtime.pop("launching", None)
+
+        await self._write(s, fail)
 
     async def _report_finish(self, s: StoredJob) -> None:
         outcome = s.runtime.get("finish")
@@ -810,8 +890,20 @@ class Controller:
         try:
             w = await self.scheduler.requeue(s.job.workload, "preempted; the job waits to resume")
         except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:  # already pending again
-                w = await self.scheduler.get(s.job.workload)
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:  # already pending again, or finished
+                try:
+                    w = await self.scheduler.get(s.job.workload)
+                except grpc.aio.AioRpcError as e2:
+                    if e2.code() == grpc.StatusCode.NOT_FOUND:
+                        s.runtime["lost_workload"] = f"the scheduler's workload {s.job.workload} is gone"
+                        await self._lose_workload(s)
+                    return  # unreachable: retried next step
+                if w.state == workload_pb2.Workload.FINISHED:
+                    s.runtime["lost_workload"] = f"the scheduler's workload {w.name} was finished outside dlc"
+                    await self._lose_workload(s)
+                    return
+                if w.state != workload_pb2.Workload.PENDING:
+                    return  # the scheduler has not let it go yet: asked again next step
             elif e.code() in PERMANENT:
                 msg = f"could not requeue the job's workload: {describe(e)}"
 
@@ -835,11 +927,14 @@ class Controller:
     async def _step_stopping(self, s: StoredJob) -> None:
         handles = self._handles(s)
         if handles:
-            await self._engine(s).kill(handles, self.options.kill_grace)
+            grace = float(s.runtime.get("stop_grace", self.options.kill_grace))
+            await self._engine(s).kill(handles, grace)
             self._record_exits(s, self._engine(s).poll(handles))
 
         async def stopped(store: JobStore) -> None:
-            await self._move(store, s, State.STOPPED, "STOPPED", "stopped by a user; every replica is gone")
+            await self._move(
+                store, s, State.STOPPED, "STOP_REQUESTED", "stopped by a user; every replica is gone"
+            )
             s.runtime["handles"] = []
             s.runtime["finish"] = int(WO.CANCELLED)
 

@@ -8,6 +8,7 @@ to keep in step with the logs.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pai_dlc.db.store import StoredJob
@@ -47,6 +48,8 @@ def reported(
                 continue
             for k, v in data.items():
                 if (keys and k not in keys) or isinstance(v, bool) or not isinstance(v, int | float):
+                    continue
+                if not math.isfinite(v):  # a diverged NaN loss must not become anyone's best value
                     continue
                 out.setdefault((k, rank), []).append((step, float(v), r.time_ns, attempt))
     return out

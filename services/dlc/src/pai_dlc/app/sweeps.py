@@ -21,6 +21,7 @@ from pai_common.db import utcnow
 from pai_common.errors import (
     Aborted,
     AlreadyExists,
+    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -230,21 +231,24 @@ class SweepController:
             plan = search.assignments(spec)
             async with self.db.connect() as conn:
                 trials = await SweepStore(conn).trials(s)
-                jobs = {t.job: await JobStore(conn).get(t.job) for t in trials}
+                jobs = {t.job: await JobStore(conn).get(t.job) for t in trials if t.job}
             changed: list[tuple[int, Trial, bool]] = []  # (seq, trial, new)
             completed: list[list[tuple[int, float]]] = []
             series: dict[str, list[tuple[int, float]]] = {}
             for seq, t in enumerate(trials):
-                stored = jobs.get(t.job)
-                pts = metrics.series_of(stored, spec.objective.metric_key) if stored else []
+                stored = jobs.get(t.job) if t.job else None
+                done_before = t.state in DONE
+                pts: list[tuple[int, float]] = []
+                if stored is not None and (not done_before or spec.HasField("early_stopping")):
+                    pts = await asyncio.to_thread(metrics.series_of, stored, spec.objective.metric_key)
                 series[t.name] = pts
                 before = Trial()
                 before.CopyFrom(t)
-                value = search.objective(pts, spec.objective)
+                value = search.objective(pts, spec.objective) if not done_before else None
                 if value is not None:
                     t.objective_value = value
-                for key in spec.objective.additional_metric_keys:
-                    extra = metrics.series_of(stored, key) if stored else []
+                for key in spec.objective.additional_metric_keys if not done_before else ():
+                    extra = await asyncio.to_thread(metrics.series_of, stored, key) if stored else []
                     if extra:
                         t.metrics[key] = extra[-1][1]
                 if stored is None and t.state not in DONE:
@@ -294,7 +298,7 @@ class SweepController:
                         series.get(t.name, []), completed, spec.objective.goal, rule.min_trials_required,
                         rule.start_step,
                     ):  # fmt: skip
-                        await self.jobs.stop_job(t.job, "")
+                        await self._stop_trial_job(t.job)
                         t.state, t.reason = Trial.EARLY_STOPPED, "EARLY_STOPPED"
                         t.message = "worse than the median of the completed trials (median stopping rule)"
                         changed.append((seq, t, False))
@@ -313,7 +317,7 @@ class SweepController:
                         end = (Sweep.FAILED, "NO_SUCCESSFUL_TRIAL", "every trial ended and none succeeded")
             elif active:  # ending: stop what still runs, and end once it has
                 for t in active:
-                    await self.jobs.stop_job(t.job, "")
+                    await self._stop_trial_job(t.job)
             move: tuple[int, str, str] | None = None
             if end is not None:
                 if active and s.sweep.state == Sweep.RUNNING:
@@ -343,28 +347,46 @@ class SweepController:
                     await self._move(store, s, *move)
                 await store.save(s)
 
+    async def _stop_trial_job(self, job: str) -> None:
+        with contextlib.suppress(FailedPrecondition, NotFound):  # it ended (or went) meanwhile
+            await self.jobs.stop_job(job, "")
+
     async def _start_trial(self, s: StoredSweep, seq: int, assignment: dict[str, str]) -> sweep_pb2.Trial:
         spec = s.sweep.spec
         workspace, sweep_id = s.name.split("/")[1], s.name.split("/")[3]
         trial_id = f"trial-{seq}"
+        trial_name = f"{s.name}/trials/{trial_id}"
         job = Job(display_name=f"{sweep_id} {trial_id}", labels={"pai.dev/sweep": sweep_id})
         job.spec.CopyFrom(spec.job_template)
         job.spec.hyperparameters.update(assignment)
-        job.trial = f"{s.name}/trials/{trial_id}"
-        created = await self.jobs.create(
-            f"workspaces/{workspace}",
-            f"{sweep_id[:48]}-{seq}",
-            job,
-            f"{s.sweep.uid}-{seq}",
-            s.sweep.creator,
-            False,
-        )
+        # trials never share checkpoints or outputs: each gets its own directory under the template's
+        for field in ("checkpoint_uri", "output_uri"):
+            if getattr(spec.job_template, field):
+                setattr(job.spec, field, getattr(spec.job_template, field).rstrip("/") + f"/{trial_id}")
+        # the job id carries the sweep's uid: a sweep created again under the same id, or a user's
+        # own job, never collides with a trial's job
+        job_id = f"{sweep_id[:40].rstrip('-')}-{s.sweep.uid[:8]}-{seq}"
         now = stamp(utcnow())
+        assignments = [sweep_pb2.ParameterAssignment(name=k, value=v) for k, v in assignment.items()]
+        try:
+            created = await self.jobs.create(
+                f"workspaces/{workspace}", job_id, job, f"{s.sweep.uid}-{seq}", s.sweep.creator, False,
+                trial=trial_name,
+            )  # fmt: skip
+        except DomainError as e:  # the trial fails with the reason; the sweep goes on
+            return Trial(
+                name=trial_name,
+                parameter_assignments=assignments,
+                state=Trial.FAILED,
+                reason="JOB_NOT_CREATED",
+                message=f"its job could not be created: {e.message}",
+                create_time=now,
+                update_time=now,
+                end_time=now,
+            )
         return Trial(
-            name=job.trial,
-            parameter_assignments=[
-                sweep_pb2.ParameterAssignment(name=k, value=v) for k, v in assignment.items()
-            ],
+            name=trial_name,
+            parameter_assignments=assignments,
             job=created.name,
             state=Trial.PENDING,
             reason="CREATED",

@@ -116,7 +116,8 @@ class JobStore:
 
     async def insert(self, s: StoredJob) -> None:
         ws, jid = split_name(s.name)
-        now = utcnow()
+        # the row orders the list and the page tokens carry the job's create_time: one clock for both
+        now = s.job.create_time.ToDatetime(dt.UTC) if s.job.HasField("create_time") else utcnow()
         await self.conn.execute(
             sa.insert(JOBS).values(
                 workspace=ws,
