@@ -99,7 +99,7 @@ class LocalEngine:
         A command that cannot be started (no such executable, a missing working directory) fails
         the launch with `EngineError`, after the replicas already started have been killed.
         """
-        run_dir = _prepare(attempt)  # local file system calls: quick enough for the event loop
+        run_dir = prepare_run_dir(attempt)  # local file system calls: quick enough for the event loop
         started: list[tuple[ReplicaHandle, int]] = []  # with the log offset where its supervisor begins
         try:
             for replica in attempt.replicas:
@@ -119,7 +119,7 @@ class LocalEngine:
             if result is None and not self._supervisor_alive(handle):
                 # It may have written its record just before it ended.
                 result = self._recorded_exit(handle) or ReplicaExit(
-                    handle.replica, None, message=LOST_MESSAGE, details=_stderr_tail(handle), lost=True
+                    handle.replica, None, message=LOST_MESSAGE, details=stderr_tail(handle), lost=True
                 )
             if result is not None:
                 ended.append(result)
@@ -291,7 +291,7 @@ class LocalEngine:
         cached = self._exits.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
-        result = _exit_from_record(handle)
+        result = exit_from_record(handle)
         if len(self._exits) >= _CACHED_EXITS:
             del self._exits[next(iter(self._exits))]
         self._exits[key] = (version, result)
@@ -333,7 +333,7 @@ class LocalEngine:
         return alive
 
 
-def _prepare(attempt: AttemptLaunch) -> str:
+def prepare_run_dir(attempt: AttemptLaunch) -> str:
     """Checks the replicas and makes the run directory; returns its absolute path."""
     for replica in attempt.replicas:
         name = replica.replica
@@ -396,12 +396,12 @@ def _supervisor_log(handle: ReplicaHandle) -> str:
     return handle.log_path.removesuffix(".log") + ".supervisor.log"
 
 
-def _stderr_tail(handle: ReplicaHandle) -> str:
+def stderr_tail(handle: ReplicaHandle) -> str:
     records = tail_records(handle.log_path, STDERR_LINES, stream="stderr", max_bytes=_STDERR_SCAN_BYTES)
     return "\n".join(record.text for record in records)
 
 
-def _exit_from_record(handle: ReplicaHandle) -> ReplicaExit:
+def exit_from_record(handle: ReplicaHandle) -> ReplicaExit:
     try:
         record = json.loads(_read_text(handle.exit_path))
         exit_code, sig = record["exit_code"], record.get("signal", 0)
@@ -409,7 +409,7 @@ def _exit_from_record(handle: ReplicaHandle) -> ReplicaExit:
             raise ValueError(f"unexpected values {exit_code!r}, {sig!r}")
     except (ValueError, TypeError, KeyError) as e:
         message = f"the exit record {handle.exit_path} is unreadable: {e}"
-        return ReplicaExit(handle.replica, None, message=message, details=_stderr_tail(handle), lost=True)
+        return ReplicaExit(handle.replica, None, message=message, details=stderr_tail(handle), lost=True)
     message = supervisor.describe_status(exit_code, sig)
     when = record.get("time_ns", 0)
     when = when if type(when) is int else 0
@@ -423,7 +423,7 @@ def _exit_from_record(handle: ReplicaHandle) -> ReplicaExit:
         details = error[1]
     if isinstance(reason, str) and reason.strip():
         message += ": " + _first_line(reason)
-    return ReplicaExit(handle.replica, exit_code, sig, message, details or _stderr_tail(handle), time_ns=when)
+    return ReplicaExit(handle.replica, exit_code, sig, message, details or stderr_tail(handle), time_ns=when)
 
 
 def _read_error_file(path: str) -> tuple[str, str] | None:

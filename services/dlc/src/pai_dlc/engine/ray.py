@@ -64,7 +64,7 @@ from pai_dlc.engine.base import (
     ReplicaHandle,
     ReplicaLaunch,
 )
-from pai_dlc.engine.local import KILL_TIMEOUT, LocalEngine, _exit_from_record, _prepare, _stderr_tail
+from pai_dlc.engine.local import KILL_TIMEOUT, LocalEngine, exit_from_record, prepare_run_dir, stderr_tail
 
 NAMESPACE = "pai-dlc"
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -155,7 +155,7 @@ class RayEngine:
     async def launch(self, attempt: AttemptLaunch) -> list[ReplicaHandle]:
         """Places the gang, starts an actor per replica and, through it, the replica; all or none."""
         ray = await asyncio.to_thread(self._connect)
-        run_dir = _prepare(attempt)
+        run_dir = prepare_run_dir(attempt)
         what = f"{attempt.job} attempt {attempt.attempt}"
         pg_name = group_name(attempt.uid, attempt.attempt)
         names = [actor_name(attempt.uid, attempt.attempt, r.replica) for r in attempt.replicas]
@@ -437,7 +437,7 @@ class RayEngine:
         cached = self._records.get(handle.exit_path)
         if cached is not None and cached[0] == version and cached[1].replica == handle.replica:
             return cached[1]
-        result = _exit_from_record(handle)
+        result = exit_from_record(handle)
         _bounded_put(self._records, handle.exit_path, (version, result))
         return result
 
@@ -487,9 +487,7 @@ class RayEngine:
     def _note_end(self, handle: ReplicaHandle, exits: list[ReplicaExit]) -> ReplicaExit:
         """Remembers how a replica ended: its exit record if there is one now (written just before its
         actor went, say), else as its actor saw it (`exits`), else lost."""
-        lost = ReplicaExit(
-            handle.replica, None, message=LOST_MESSAGE, details=_stderr_tail(handle), lost=True
-        )
+        lost = ReplicaExit(handle.replica, None, message=LOST_MESSAGE, details=stderr_tail(handle), lost=True)
         result = self._recorded_exit(handle) or (exits[0] if exits else lost)
         _bounded_put(self._ended, _actor_of(handle), result)
         return result
