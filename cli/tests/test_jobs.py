@@ -149,3 +149,35 @@ def test_submit_from_a_yaml_file(admin: Pai, room: None, dlc: DlcProcess, tmp_pa
     done = admin("job", "submit", "yaml", *at, "-f", str(job), "--wait")
     assert done.code == 0, done.out + done.err
     assert "[worker-0] hello from yaml" in admin.ok("job", "logs", "yaml", *at).out
+
+
+def test_wait_rides_out_an_unreachable_dlc(capsys: pytest.CaptureFixture[str]) -> None:
+    # dlc restarting mid-job answers UNAVAILABLE for a moment: --wait keeps following
+    from pai.dlc.v1 import job_pb2
+    from pai_cli.commands import jobs
+    from pai_cli.errors import ApiError
+    from pai_cli.output import Output
+
+    answers: list[object] = [
+        ApiError(grpc.StatusCode.UNAVAILABLE, "connection refused", "127.0.0.1:1"),
+        job_pb2.Job(name="workspaces/ml/jobs/j", state=job_pb2.Job.SUCCEEDED, reason="SUCCEEDED"),
+    ]
+
+    class Client:
+        jobs = type("Stubs", (), {"GetJob": None})()
+
+        def call(self, method: object, request: object) -> object:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    class Ctx:
+        client = Client()
+        output = Output("table")
+
+    assert jobs._follow(Ctx(), "workspaces/ml/jobs/j") == 0  # type: ignore[arg-type]
+    assert "dlc unreachable, retrying" in capsys.readouterr().err
+    answers[:] = [ApiError(grpc.StatusCode.NOT_FOUND, "gone", "127.0.0.1:1")]
+    with pytest.raises(ApiError):  # anything else still ends the wait
+        jobs._follow(Ctx(), "workspaces/ml/jobs/j")  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -30,7 +31,7 @@ from pai_cli.commands.common import (
     positive_int,
     report_deleted,
 )
-from pai_cli.errors import CliError, UsageError
+from pai_cli.errors import ApiError, CliError, UsageError
 from pai_cli.output import EMPTY, Column, enum, field, last_segment, timestamp, to_dict
 from pai_cli.plot import render
 from pai_cli.quantities import AmountError, parse_limits
@@ -38,6 +39,7 @@ from pai_cli.quantities import AmountError, parse_limits
 Job = job_pb2.Job
 RS = job_spec_pb2.ReplicaSpec
 TERMINAL = (Job.SUCCEEDED, Job.FAILED, Job.STOPPED)
+UNREACHABLE_PATIENCE = 60.0  # seconds `--wait` rides out an unreachable dlc (a restart) before giving up
 KINDS = ("pytorch", "tensorflow", "mpi", "xgboost", "custom")
 
 
@@ -251,8 +253,21 @@ def _follow(ctx: Context, name: str) -> int:
     """Print each state change (to stderr) until the job ends; the result on stdout."""
     client = ctx.client
     seen: tuple[int, str] | None = None
+    unreachable_since: float | None = None
     while True:
-        job: job_pb2.Job = client.call(client.jobs.GetJob, job_pb2.GetJobRequest(name=name))
+        try:
+            job: job_pb2.Job = client.call(client.jobs.GetJob, job_pb2.GetJobRequest(name=name))
+        except ApiError as e:  # dlc restarting mid-job is normal: wait for it, up to a minute
+            if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            clock = time.monotonic()
+            unreachable_since = unreachable_since or clock
+            if clock - unreachable_since > UNREACHABLE_PATIENCE:
+                raise
+            ctx.output.note(f"(dlc unreachable, retrying: {e.message})")
+            time.sleep(1.0)
+            continue
+        unreachable_since = None
         now = (job.state, job.message)
         if now != seen:
             ctx.output.note(f"{Job.State.Name(job.state):<10} {job.reason}: {job.message}")
