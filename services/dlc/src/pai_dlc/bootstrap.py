@@ -26,9 +26,9 @@ from pai_dlc.app.controller import SCHEDULER_SUBJECTS, Controller, Options
 from pai_dlc.app.scheduler_client import SchedulerClient
 from pai_dlc.app.sweeps import SweepController
 from pai_dlc.db.rows import EVENTS, MIGRATIONS
-from pai_dlc.domain.spec import JobSpec
 from pai_dlc.engine.base import AttemptLaunch, Engine
 from pai_dlc.engine.local import LocalEngine
+from pai_dlc.model.spec import JobSpec
 
 log = logging.getLogger(__name__)
 SOURCE = "pai.dlc"

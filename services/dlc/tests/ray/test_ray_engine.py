@@ -33,8 +33,6 @@ ray = pytest.importorskip(
 )
 
 from pai.dlc.v1 import job_spec_pb2  # noqa: E402
-from pai_dlc.domain.env import Cluster, replica_env  # noqa: E402
-from pai_dlc.domain.spec import file_uri, normalize, replicas  # noqa: E402
 from pai_dlc.engine.base import (  # noqa: E402
     AttemptLaunch,
     EngineError,
@@ -44,6 +42,8 @@ from pai_dlc.engine.base import (  # noqa: E402
 )
 from pai_dlc.engine.logfile import read_records  # noqa: E402
 from pai_dlc.engine.ray import NAMESPACE, RayEngine, group_name, rendezvous  # noqa: E402
+from pai_dlc.model.env import Cluster, replica_env  # noqa: E402
+from pai_dlc.model.spec import file_uri, normalize, replicas  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

@@ -7,10 +7,10 @@ import pathlib
 
 import pytest
 
-from pai_dlc.domain.env import Cluster, hp_key, hyperparameter_args, replica_env
-from pai_dlc.domain.lifecycle import TERMINAL, State, can_move, judge
-from pai_dlc.domain.spec import JobSpec, ReplicaSpec, Role, local_path, normalize, replicas, validate
 from pai_dlc.engine.base import ReplicaExit
+from pai_dlc.model.env import Cluster, hp_key, hyperparameter_args, replica_env
+from pai_dlc.model.lifecycle import TERMINAL, State, can_move, judge
+from pai_dlc.model.spec import JobSpec, ReplicaSpec, Role, local_path, normalize, replicas, validate
 
 LOCAL_ONLY = frozenset({JobSpec.LOCAL})
 

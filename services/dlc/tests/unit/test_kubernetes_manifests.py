@@ -24,8 +24,6 @@ import pytest
 import yaml
 
 import pai_dlc.engine
-from pai_dlc.domain.env import Cluster, hyperparameter_args, replica_env
-from pai_dlc.domain.spec import JobSpec, ReplicaSpec, Role, file_uri, local_path, normalize, replicas
 from pai_dlc.engine.base import AttemptLaunch, EngineError, ReplicaHandle, ReplicaLaunch
 from pai_dlc.engine.kubernetes import (
     CONTAINER_NAME,
@@ -39,6 +37,8 @@ from pai_dlc.engine.kubernetes import (
     pytorchjob_manifest,
     replica_exits,
 )
+from pai_dlc.model.env import Cluster, hyperparameter_args, replica_env
+from pai_dlc.model.spec import JobSpec, ReplicaSpec, Role, file_uri, local_path, normalize, replicas
 
 CRD = pathlib.Path(pai_dlc.engine.__file__).parent / "schemas" / "kubeflow.org_pytorchjobs.yaml"
 # The Kubernetes versions whose Pod schema the templates must pass: the one training-operator v1.9

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pai.dlc.v1 import sweep_pb2
-from pai_dlc.domain import sweep as search
+from pai_dlc.model import sweep as search
 
 P = sweep_pb2.ParameterSpec
 O = sweep_pb2.Objective  # noqa: E741

@@ -43,12 +43,12 @@ from pai_dlc.app.scheduler_client import (
     workload_name,
 )
 from pai_dlc.db.store import JobStore, StoredJob, stamp
-from pai_dlc.domain import lifecycle
-from pai_dlc.domain.env import Cluster, hyperparameter_args, replica_env
-from pai_dlc.domain.lifecycle import ACTIVE, TERMINAL, State, can_move
-from pai_dlc.domain.spec import JobSpec, local_path, normalize, replicas, validate
 from pai_dlc.engine.base import AttemptLaunch, Engine, EngineError, ReplicaExit, ReplicaHandle, ReplicaLaunch
 from pai_dlc.engine.logfile import read_records
+from pai_dlc.model import lifecycle
+from pai_dlc.model.env import Cluster, hyperparameter_args, replica_env
+from pai_dlc.model.lifecycle import ACTIVE, TERMINAL, State, can_move
+from pai_dlc.model.spec import JobSpec, local_path, normalize, replicas, validate
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import grpc
 from pai.dlc.v1 import job_pb2
 from pai.scheduler.v1 import workload_pb2, workload_pb2_grpc
 from pai_common.wire import duration
-from pai_dlc.domain.spec import ROLE_NAMES
+from pai_dlc.model.spec import ROLE_NAMES
 
 W = workload_pb2.Workload
 

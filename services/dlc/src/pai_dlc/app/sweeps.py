@@ -30,8 +30,8 @@ from pai_common.errors import (
 from pai_dlc.app import metrics
 from pai_dlc.app.controller import Controller
 from pai_dlc.db.store import JobStore, StoredSweep, SweepStore, stamp
-from pai_dlc.domain import sweep as search
-from pai_dlc.domain.spec import normalize, validate
+from pai_dlc.model import sweep as search
+from pai_dlc.model.spec import normalize, validate
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ The manifest:
   template with one container named `pytorch` (the operator requires it) that exposes the port
   `pytorchjob-port` (23456): the operator builds the rendezvous address from it and a headless
   Service per replica. PYTORCH and CUSTOM jobs become PyTorchJobs; other kinds are refused.
-- The environment is dlc's (`pai_dlc.domain.env`), with the paths of the code and data sources
+- The environment is dlc's (`pai_dlc.model.env`), with the paths of the code and data sources
   replaced by their mount paths, minus what the training operator sets in every pod of a job with a
   Master (training-operator v1.9, `pkg/controller.v1/pytorch/envvar.go` and `master.go`):
   `MASTER_ADDR`, `MASTER_PORT`, `PET_MASTER_ADDR`, `PET_MASTER_PORT` (the Service of master-0 and
@@ -85,7 +85,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pai_dlc.domain.spec import ROLE_NAMES, JobSpec, ReplicaSpec, Role, local_path
 from pai_dlc.engine.base import (
     AttemptLaunch,
     EngineError,
@@ -94,6 +93,7 @@ from pai_dlc.engine.base import (
     ReplicaHandle,
     ReplicaLaunch,
 )
+from pai_dlc.model.spec import ROLE_NAMES, JobSpec, ReplicaSpec, Role, local_path
 
 GROUP = "kubeflow.org"
 VERSION = "v1"

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pai_dlc.domain.spec import JobSpec, Replica, local_path
+from pai_dlc.model.spec import JobSpec, Replica, local_path
 
 
 @dataclass(frozen=True, slots=True)

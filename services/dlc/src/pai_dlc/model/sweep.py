@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 
 from pai.dlc.v1 import sweep_pb2
-from pai_dlc.domain.spec import Violation
+from pai_dlc.model.spec import Violation
 
 SweepSpec = sweep_pb2.SweepSpec
 P = sweep_pb2.ParameterSpec
