@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from pai.dlc.v1 import sweep_pb2
+from pai_cli.client import collect
 from pai_cli.commands.common import (
     Context,
     Subparsers,
@@ -197,18 +198,28 @@ def delete_sweep(ctx: Context) -> int:
 
 def list_sweeps(ctx: Context) -> int:
     client = ctx.client
-    page: sweep_pb2.ListSweepsResponse = client.call(
-        client.sweeps.ListSweeps, sweep_pb2.ListSweepsRequest(parent=ctx.workspace, page_size=1000)
-    )
-    ctx.output.resources(list(page.sweeps), SWEEP_COLUMNS, f"sweeps in {ctx.workspace}")
+
+    def fetch(token: str, size: int) -> tuple[list[sweep_pb2.Sweep], str]:
+        page: sweep_pb2.ListSweepsResponse = client.call(
+            client.sweeps.ListSweeps,
+            sweep_pb2.ListSweepsRequest(parent=ctx.workspace, page_token=token, page_size=size),
+        )
+        return list(page.sweeps), page.next_page_token
+
+    ctx.output.resources(collect(fetch), SWEEP_COLUMNS, f"sweeps in {ctx.workspace}")
     return 0
 
 
 def list_trials(ctx: Context) -> int:
     client = ctx.client
-    page: sweep_pb2.ListTrialsResponse = client.call(
-        client.sweeps.ListTrials,
-        sweep_pb2.ListTrialsRequest(parent=sweep_name(ctx, ctx.args.name), page_size=1000),
-    )
-    ctx.output.resources(list(page.trials), TRIAL_COLUMNS, "trials")
+    parent = sweep_name(ctx, ctx.args.name)
+
+    def fetch(token: str, size: int) -> tuple[list[sweep_pb2.Trial], str]:
+        page: sweep_pb2.ListTrialsResponse = client.call(
+            client.sweeps.ListTrials,
+            sweep_pb2.ListTrialsRequest(parent=parent, page_token=token, page_size=size),
+        )
+        return list(page.trials), page.next_page_token
+
+    ctx.output.resources(collect(fetch), TRIAL_COLUMNS, "trials")
     return 0

@@ -110,3 +110,31 @@ async def test_bad_sweeps_are_refused_and_a_stop_stops_every_trial(client: Clien
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await sweeps.GetSweep(sweep_pb2.GetSweepRequest(name=made.name))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_sweeps_pages_by_state_without_repeats(client: Client) -> None:
+    sweeps = sweep_pb2_grpc.SweepServiceStub(client.channel)
+    slow = grid(parallelism=1)
+    slow.spec.job_template.replica_specs[0].command[:] = [PY, "-c", "import time; time.sleep(600)"]
+    for sid in ("a", "b", "c"):
+        await sweeps.CreateSweep(
+            sweep_pb2.CreateSweepRequest(parent="workspaces/team", sweep_id=sid, sweep=slow)
+        )
+    await sweeps.StopSweep(sweep_pb2.StopSweepRequest(name="workspaces/team/sweeps/b"))
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await sweeps.ListSweeps(
+            sweep_pb2.ListSweepsRequest(
+                parent="workspaces/team", states=[S.RUNNING], page_size=1, page_token=token
+            )
+        )
+        seen += [s.name.rsplit("/", 1)[1] for s in page.sweeps]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ["a", "c"]
+    for sid in ("a", "c"):
+        await sweeps.StopSweep(sweep_pb2.StopSweepRequest(name=f"workspaces/team/sweeps/{sid}"))
+    for sid in ("a", "b", "c"):
+        await wait_sweep(sweeps, f"workspaces/team/sweeps/{sid}")

@@ -57,6 +57,8 @@ def test_validate_names_each_problem() -> None:
         "sweep.spec.parameters[1].values",
         "sweep.spec.parameters[2].min",
     } <= fields
+    inf = spec(P(name="x", type=P.INT, min=0, max=float("inf")))
+    assert [v.field for v in search.validate(inf)] == ["sweep.spec.parameters[0].min"]
     huge = spec(*(P(name=f"p{i}", type=P.INT, min=0, max=9) for i in range(5)))
     assert [v.field for v in search.validate(huge)] == ["sweep.spec.parameters"]
     rnd = spec(P(name="lr", type=P.DOUBLE, min=0, max=1))

@@ -309,14 +309,17 @@ class SweepServicer(sweep_pb2_grpc.SweepServiceServicer):
         query = pagination.fingerprint(parent=request.parent, states=sorted(request.states))
         after = pagination.decode_token(request.page_token, query, str)
         async with self._s.db.connect() as conn:
-            rows = await SweepStore(conn).page(request.parent.split("/")[1], after=after, limit=size + 1)
-        page = [r for r in rows if not request.states or r.sweep.state in request.states]
+            rows = await SweepStore(conn).page(
+                request.parent.split("/")[1],
+                after=after,
+                limit=size + 1,
+                states=[sweep_pb2.Sweep.State.Name(st) for st in request.states],
+            )
+        page = rows[:size]
         token = (
-            pagination.PageToken(rows[size - 1].name.rsplit("/", 1)[1], query).encode()
-            if len(rows) > size
-            else ""
+            pagination.PageToken(page[-1].name.rsplit("/", 1)[1], query).encode() if len(rows) > size else ""
         )
-        return sweep_pb2.ListSweepsResponse(sweeps=[s.sweep for s in page[:size]], next_page_token=token)
+        return sweep_pb2.ListSweepsResponse(sweeps=[s.sweep for s in page], next_page_token=token)
 
     async def UpdateSweep(self, request: sweep_pb2.UpdateSweepRequest, context: Ctx) -> sweep_pb2.Sweep:
         fields = fieldmask.paths(request.update_mask.paths, UPDATABLE)

@@ -16,6 +16,8 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+from sqlalchemy import exc as sa_exc
+
 from pai.dlc.v1 import events_pb2, job_pb2, sweep_pb2
 from pai_common.db import utcnow
 from pai_common.errors import (
@@ -159,9 +161,16 @@ class SweepController:
         if validate_only:
             return new
         s = StoredSweep(new, 0, request_id or None)
-        async with self.tx() as store:
-            await store.insert(s)
-            await store.publish("pai.dlc.sweep.created", events_pb2.SweepCreated(sweep=s.sweep))
+        try:
+            async with self.tx() as store:
+                await store.insert(s)
+                await store.publish("pai.dlc.sweep.created", events_pb2.SweepCreated(sweep=s.sweep))
+        except sa_exc.IntegrityError:  # a concurrent create of the same name or request id won
+            async with self.db.connect() as conn:
+                earlier = await SweepStore(conn).by_request_id(request_id) if request_id else None
+            if earlier is not None and earlier.name == name:
+                return earlier.sweep
+            raise AlreadyExists("SWEEP_ALREADY_EXISTS", f"{name} already exists", sweep=name) from None
         self._wake.set()
         return s.sweep
 

@@ -264,8 +264,12 @@ class SweepStore:
         )
         return [f"workspaces/{ws}/sweeps/{sid}" for ws, sid in rows]
 
-    async def page(self, workspace: str, *, after: str | None, limit: int) -> list[StoredSweep]:
+    async def page(
+        self, workspace: str, *, after: str | None, limit: int, states: Sequence[str] = ()
+    ) -> list[StoredSweep]:
         q = sa.select(SWEEPS).where(SWEEPS.c.workspace == workspace)
+        if states:
+            q = q.where(SWEEPS.c.state.in_(states))
         if after is not None:
             q = q.where(SWEEPS.c.id > after)
         rows = await self.conn.execute(q.order_by(SWEEPS.c.id).limit(limit))

@@ -78,6 +78,8 @@ def validate(spec: sweep_pb2.SweepSpec) -> list[Violation]:
                         float(v)
                     except ValueError:
                         out.append(Violation(f"{at}.values", f"{v!r} is not a number"))
+        elif not (math.isfinite(p.min) and math.isfinite(p.max) and math.isfinite(p.step)):
+            out.append(Violation(f"{at}.min", "min, max and step must be finite numbers"))
         else:
             if p.min > p.max:
                 out.append(Violation(f"{at}.min", "min is above max"))
