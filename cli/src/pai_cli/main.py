@@ -38,7 +38,7 @@ training jobs (dlc):
   pai job logs mnist -f                every replica's output, as it is written
   pai job metrics mnist --png loss.png what the training code reported, as a table and a plot
   pai job stop mnist                   every replica is stopped
-  pai sweep create lr -f sweep.json --param lr=grid:0.01,0.1 --metric loss --goal minimize --wait
+  pai sweep create lr -f examples/train_mnist_ddp/sweep.yaml --code examples/train_mnist_ddp --wait
   pai sweep trials lr                  each trial's parameters and objective value
 
 configuration: --endpoint/--api-key, else PAI_ENDPOINT/PAI_API_KEY, else $PAI_HOME/credentials

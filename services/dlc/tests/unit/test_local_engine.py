@@ -498,9 +498,13 @@ async def test_replicas_never_see_dlcs_own_settings(gang: Gang, monkeypatch: pyt
     monkeypatch.setenv("PAI_DLC_DATABASE_URL", "postgresql://u:password@db/dlc")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "token")
     monkeypatch.setenv("HARMLESS", "kept")
-    code = "import os; print(sorted(k for k in os.environ if k.startswith(('PAI_', 'OTEL_', 'HARMLESS'))))"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    code = (
+        "import os, shutil, sys; print(sorted(k for k in os.environ if k.startswith(('PAI_', 'OTEL_', 'HARMLESS'))));"
+        "print(os.path.realpath(shutil.which('python') or '') == os.path.realpath(sys.executable))"
+    )
     (handle,) = await gang.launch(script(code))
     ended = await gang.exits([handle])
     assert ended[handle.replica].succeeded
     printed = [r.text for r in read_records(handle.log_path) if r.stream == "stdout"]
-    assert printed == ["['HARMLESS']"]
+    assert printed == ["['HARMLESS']", "True"]  # and `python` is the platform's interpreter

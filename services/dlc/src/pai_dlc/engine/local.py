@@ -80,8 +80,15 @@ PRIVATE_PREFIXES = ("PAI_", "OTEL_")
 
 
 def replica_base_env() -> dict[str, str]:
-    """The environment replicas start from: dlc's own, without its settings and secrets."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
+    """The environment replicas start from: dlc's own, without its settings and secrets, with dlc's
+    Python first on PATH (so `python train.py` runs in the platform's environment, torch included,
+    whether or not the shell that ran `make up` had the virtualenv active)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
+    bindir = os.path.dirname(sys.executable)
+    path = env.get("PATH", "")
+    if path.split(os.pathsep)[0] != bindir:
+        env["PATH"] = os.pathsep.join(p for p in (bindir, path) if p)
+    return env
 
 
 class LocalEngine:
