@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from pai_common.config import Settings
+
 
 @pytest.fixture(scope="session", autouse=True)
 def tracing() -> None:
@@ -133,3 +135,24 @@ async def database(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> As
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+def service_settings(
+    service: str, home: pathlib.Path, database: tuple[str, str], nats_url: str, auth: str, **extra: object
+) -> Settings:
+    """Settings for one in-process service of a test stack: its own SQLite file, or its own schema
+    (`<schema>_<service>`) on PostgreSQL, a free port, and `extra` as its service-specific settings."""
+    url, schema = database
+    if url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{home / service}.db"
+    return Settings(
+        service=service,
+        home=home,
+        listen="127.0.0.1:0",
+        database_url=url,
+        database_schema=f"{schema}_{service}" if schema else "",
+        nats_url=nats_url,
+        auth_endpoint=auth,
+        log_format="text",
+        extra=extra,
+    )

@@ -27,9 +27,9 @@ from pai.scheduler.v1 import (
     workload_pb2_grpc,
 )
 from pai_auth.bootstrap import build as build_auth
-from pai_common.config import Settings
 from pai_common.grpc_client import channel
 from pai_common.testing import NatsServer, api_key
+from pai_common.testing import service_settings as settings
 from pai_dlc.bootstrap import DlcApp
 from pai_dlc.bootstrap import build as build_dlc
 from pai_scheduler.bootstrap import build as build_scheduler
@@ -38,25 +38,6 @@ GiB = 2**30
 Job = job_pb2.Job
 REPO = pathlib.Path(__file__).resolve().parents[4]
 MNIST = REPO / "examples" / "train_mnist_ddp"
-
-
-def settings(
-    service: str, home: pathlib.Path, database: tuple[str, str], nats_url: str, auth: str, **extra: Any
-) -> Settings:
-    url, schema = database
-    if url.startswith("sqlite"):
-        url = f"sqlite+aiosqlite:///{home / service}.db"
-    return Settings(
-        service=service,
-        home=home,
-        listen="127.0.0.1:0",
-        database_url=url,
-        database_schema=f"{schema}_{service}" if schema else "",
-        nats_url=nats_url,
-        auth_endpoint=auth,
-        log_format="text",
-        extra=extra,
-    )
 
 
 class Client:

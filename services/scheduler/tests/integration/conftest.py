@@ -25,7 +25,7 @@ from pai.scheduler.v1 import (
 from pai_auth.bootstrap import build as build_auth
 from pai_common.config import Settings
 from pai_common.grpc_client import channel
-from pai_common.testing import NatsServer, api_key
+from pai_common.testing import NatsServer, api_key, service_settings
 from pai_scheduler.bootstrap import SchedulerApp
 from pai_scheduler.bootstrap import build as build_scheduler
 
@@ -36,20 +36,7 @@ W = workload_pb2.Workload
 def settings(
     service: str, home: pathlib.Path, database: tuple[str, str], nats_url: str, auth: str
 ) -> Settings:
-    url, schema = database
-    if url.startswith("sqlite"):
-        url = f"sqlite+aiosqlite:///{home / service}.db"
-    return Settings(
-        service=service,
-        home=home,
-        listen="127.0.0.1:0",
-        database_url=url,
-        database_schema=f"{schema}_{service}" if schema else "",
-        nats_url=nats_url,
-        auth_endpoint=auth,
-        log_format="text",
-        extra={"local_node": "false"},
-    )
+    return service_settings(service, home, database, nats_url, auth, local_node="false")
 
 
 class Client:
