@@ -93,6 +93,14 @@ def test_submit_wait_logs_metrics_and_delete(admin: Pai, room: None, dlc: DlcPro
     assert failed.code == 1 and "FAILED" in failed.out and "worker-0 (rank 0) exit code 3" in failed.out
 
     assert admin.ok("job", "delete", "mnist", *at).out.strip() == "deleted workspaces/ml/jobs/mnist"
+    admin.ok(
+        "job", "submit", "sleepy", *at, "--command", f"{sys.executable} -c 'import time; time.sleep(600)'"
+    )
+    refused = admin("job", "delete", "sleepy", *at)
+    assert refused.code == 1 and "force" in refused.err
+    assert (
+        admin.ok("job", "delete", "sleepy", *at, "--force").out.strip() == "deleted workspaces/ml/jobs/sleepy"
+    )
     missing = admin("job", "get", "mnist", *at)
     assert missing.code == 1 and "not" in missing.err.lower()
 

@@ -124,12 +124,14 @@ def register(subparsers: Subparsers) -> None:
     for name, handler, text in (
         ("get", get_job, "one job: state, reason, replicas"),
         ("stop", stop_job, "stop a job: every replica is killed"),
-        ("delete", delete_job, "delete a finished job and its history"),
+        ("delete", delete_job, "delete a finished job, its logs and history (checkpoints and outputs stay)"),
         ("wait", wait_job, "follow a job until it ends; exit 0 if it succeeds"),
     ):
         cmd = add_command(job, name, handler, text)
         cmd.add_argument("name", metavar="NAME")
         add_workspace_option(cmd)
+        if name == "delete":
+            cmd.add_argument("--force", action="store_true", help="stop the job first if it still runs")
     logs = add_command(job, "logs", job_logs, "a job's logs, by replica (every attempt)")
     logs.add_argument("name", metavar="NAME")
     add_workspace_option(logs)
@@ -313,7 +315,7 @@ def stop_job(ctx: Context) -> int:
 def delete_job(ctx: Context) -> int:
     client = ctx.client
     name = job_name(ctx, ctx.args.name)
-    client.call(client.jobs.DeleteJob, job_pb2.DeleteJobRequest(name=name))
+    client.call(client.jobs.DeleteJob, job_pb2.DeleteJobRequest(name=name, force=ctx.args.force))
     report_deleted(ctx, name)
     return 0
 

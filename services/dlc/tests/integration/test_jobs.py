@@ -132,7 +132,7 @@ async def test_a_silent_job_is_restarted_as_hung_and_a_late_one_fails(client: Cl
     assert not any(alive(s.pid) for s in done.replica_statuses)
 
 
-async def test_stop_kills_every_replica(client: Client) -> None:
+async def test_stop_kills_every_replica(stack: Stack, client: Client) -> None:
     job = await client.submit("stopme", [PY, "-c", "import time; time.sleep(600)"], code=None)
     running = await client.wait(job.name, lambda j: j.state == Job.RUNNING, what="RUNNING")
     stopped = await client.jobs.StopJob(job_pb2.StopJobRequest(name=job.name))
@@ -140,10 +140,26 @@ async def test_stop_kills_every_replica(client: Client) -> None:
     done = await client.done(job.name)
     assert done.state == Job.STOPPED
     assert not any(alive(s.pid) for s in running.replica_statuses)
+    attempts = stack.home.parent / "storage" / "jobs" / done.uid
+    assert (attempts / "attempt-0" / "worker-0.log").is_file()
     await client.jobs.DeleteJob(job_pb2.DeleteJobRequest(name=job.name))
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.get(job.name)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not list(attempts.glob("attempt-*"))  # its logs went with it; checkpoints and outputs stay
+    assert (attempts / "checkpoints").is_dir()
+
+
+async def test_delete_with_force_stops_a_running_job_first(stack: Stack, client: Client) -> None:
+    job = await client.submit("forced", [PY, "-c", "import time; time.sleep(600)"], code=None)
+    running = await client.wait(job.name, lambda j: j.state == Job.RUNNING, what="RUNNING")
+    await client.jobs.DeleteJob(job_pb2.DeleteJobRequest(name=job.name, force=True))
+    assert not any(alive(s.pid) for s in running.replica_statuses)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.get(job.name)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    w = await stack.workloads.GetWorkload(workload_pb2.GetWorkloadRequest(name=running.workload))
+    assert w.state == workload_pb2.Workload.FINISHED and w.outcome == workload_pb2.Workload.CANCELLED
 
 
 async def test_bad_specs_are_refused_with_the_field_named(client: Client) -> None:

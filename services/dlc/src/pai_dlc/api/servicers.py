@@ -130,7 +130,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         return await self._c.update(s, apply)
 
     async def DeleteJob(self, request: job_pb2.DeleteJobRequest, context: Ctx) -> empty_pb2.Empty:
-        await self._c.delete(request.name, request.etag)
+        await self._c.delete(request.name, request.etag, request.force)
         return empty_pb2.Empty()
 
     async def StopJob(self, request: job_pb2.StopJobRequest, context: Ctx) -> job_pb2.Job:

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import logging
 import pathlib
+import shutil
 import socket
 import time
 import uuid
@@ -375,10 +376,26 @@ class Controller:
         self.kick()
         return s.job
 
-    async def delete(self, name: str, etag: str) -> None:
+    async def delete(self, name: str, etag: str, force: bool = False) -> None:
+        """Delete a terminal job with its logs and history (checkpoints and outputs stay); with
+        `force`, a job that is not terminal is stopped first, no process of it left."""
         async with self.lock(name):
             s = await self.get(name)
             _check_etag(s, etag)
+            if s.state not in TERMINAL:
+                if not force:
+                    raise FailedPrecondition(
+                        "JOB_NOT_TERMINAL",
+                        f"{name} is {Job.State.Name(s.state)}; stop it first (or delete with force)",  # type: ignore[arg-type]
+                        job=name,
+                    )
+                if s.runtime.get("launching") is not None:
+                    await self._kill_unrecorded(s, int(s.runtime["launching"]))
+                handles = self._handles(s)
+                if handles:
+                    await self._engine(s).kill(handles, self.options.kill_grace)
+                s.runtime["handles"] = []
+                s.runtime["finish"] = int(WO.CANCELLED)
             if "finish" in s.runtime:  # the scheduler must hear how it ended before the record goes
                 await self._report_finish(s)
                 if "finish" in s.runtime:
@@ -387,16 +404,12 @@ class Controller:
                         f"{name} ended but the scheduler has not heard yet (it is unreachable); retry",
                         job=name,
                     )
-            if s.state not in TERMINAL:
-                raise FailedPrecondition(
-                    "JOB_NOT_TERMINAL",
-                    f"{name} is {Job.State.Name(s.state)}; stop it first",  # type: ignore[arg-type]
-                    job=name,
-                )
             async with self.tx() as store:
                 await store.delete(s)
                 await store.publish("pai.dlc.job.deleted", events_pb2.JobDeleted(job=s.job))
         self._locks.pop(name, None)
+        # the replicas' logs (and with them the reported metrics) go with the job
+        await asyncio.to_thread(_remove_attempts, self.options.storage_root / "jobs" / s.job.uid)
 
     async def update(self, s: StoredJob, apply: Callable[[job_pb2.Job], None]) -> job_pb2.Job:
         async with self.lock(s.name):
@@ -963,6 +976,11 @@ def _supervisors_in(run_dir: pathlib.Path, attempt: int) -> list[ReplicaHandle]:
             )
         )  # fmt: skip
     return out
+
+
+def _remove_attempts(job_dir: pathlib.Path) -> None:
+    for attempt in job_dir.glob("attempt-*"):
+        shutil.rmtree(attempt, ignore_errors=True)
 
 
 def _last_write_ns(path: str) -> int:
