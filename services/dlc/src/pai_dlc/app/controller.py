@@ -43,7 +43,7 @@ from pai_dlc.app.scheduler_client import (
     placement_summary,
     workload_name,
 )
-from pai_dlc.db.store import JobStore, StoredJob, stamp
+from pai_dlc.db.store import JobStore, StoredJob, check_etag, stamp
 from pai_dlc.engine.base import AttemptLaunch, Engine, EngineError, ReplicaExit, ReplicaHandle, ReplicaLaunch
 from pai_dlc.engine.logfile import read_records
 from pai_dlc.model import lifecycle
@@ -221,9 +221,11 @@ class Controller:
         )
         log.info("%s: %s → %s (%s) %s", s.name, Job.State.Name(prev), Job.State.Name(state), reason, message)  # type: ignore[arg-type]
 
-    async def _write(self, s: StoredJob, change: Callable[[JobStore], Any]) -> None:
+    async def _write(self, s: StoredJob, change: Callable[[JobStore], Any] | None = None) -> None:
+        """Save `s` (changed in memory by the caller), after `change` adds its events, in one transaction."""
         async with self.tx() as store:
-            await change(store)
+            if change is not None:
+                await change(store)
             await store.save(s)
 
     # ---- API -----------------------------------------------------------------------------------
@@ -319,7 +321,7 @@ class Controller:
         """Stop a job; `grace` is SIGTERM → SIGKILL (None: the server's default, 0: SIGKILL at once)."""
         async with self.lock(name):
             s = await self.get(name)
-            _check_etag(s, etag)
+            check_etag(s.name, s.job.etag, etag)
             if s.state in (State.SUCCEEDED, State.FAILED):
                 raise FailedPrecondition(
                     "ILLEGAL_STATE_TRANSITION",
@@ -353,7 +355,7 @@ class Controller:
         """Restart a running gang from its newest checkpoint; does not count against `max_restarts`."""
         async with self.lock(name):
             s = await self.get(name)
-            _check_etag(s, etag)
+            check_etag(s.name, s.job.etag, etag)
             if s.state not in ACTIVE:
                 raise FailedPrecondition(
                     "ILLEGAL_STATE_TRANSITION",
@@ -381,7 +383,7 @@ class Controller:
         `force`, a job that is not terminal is stopped first, no process of it left."""
         async with self.lock(name):
             s = await self.get(name)
-            _check_etag(s, etag)
+            check_etag(s.name, s.job.etag, etag)
             if s.state not in TERMINAL:
                 if not force:
                     raise FailedPrecondition(
@@ -414,7 +416,7 @@ class Controller:
     async def update(self, s: StoredJob, apply: Callable[[job_pb2.Job], None]) -> job_pb2.Job:
         async with self.lock(s.name):
             fresh = await self.get(s.name)
-            _check_etag(fresh, s.job.etag)
+            check_etag(fresh.name, fresh.job.etag, s.job.etag)
             apply(fresh.job)
 
             async def publish(store: JobStore) -> None:
@@ -538,10 +540,7 @@ class Controller:
             log.warning("finishing %s: %s (giving up)", s.job.workload, describe(e))
         s.runtime.pop("finish", None)
 
-        async def nothing(store: JobStore) -> None:
-            return None
-
-        await self._write(s, nothing)
+        await self._write(s)
 
     async def _step_creating(self, s: StoredJob) -> None:
         try:
@@ -559,10 +558,7 @@ class Controller:
             if s.job.message != message:
                 s.job.message = message
 
-                async def note(store: JobStore) -> None:
-                    return None
-
-                await self._write(s, note)
+                await self._write(s)
             return
 
         async def queued(store: JobStore) -> None:
@@ -627,10 +623,7 @@ class Controller:
         s.runtime["launching"] = attempt
         s.runtime.setdefault("logs", {})[str(attempt)] = {}
 
-        async def mark(store: JobStore) -> None:
-            return None
-
-        await self._write(s, mark)
+        await self._write(s)
         try:
             handles = await self._engine(s).launch(launch)
         except EngineError as e:
@@ -798,10 +791,7 @@ class Controller:
             if any(ex.replica not in s.runtime.get("seen_exits", []) for ex in exits.values()):
                 s.runtime["seen_exits"] = sorted(exits)
 
-                async def note(store: JobStore) -> None:
-                    return None
-
-                await self._write(s, note)
+                await self._write(s)
             return
         await engine.kill(handles, self.options.kill_grace)
         self._record_exits(s, engine.poll(handles))
@@ -988,10 +978,3 @@ def _last_write_ns(path: str) -> int:
         return pathlib.Path(path).stat().st_mtime_ns
     except FileNotFoundError:
         return 0
-
-
-def _check_etag(s: StoredJob, etag: str) -> None:
-    if etag and etag != s.job.etag:
-        from pai_common.errors import Aborted
-
-        raise Aborted("ETAG_MISMATCH", f"{s.name} changed since etag {etag}; read it again", job=s.name)

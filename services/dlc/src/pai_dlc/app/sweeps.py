@@ -21,7 +21,6 @@ from sqlalchemy import exc as sa_exc
 from pai.dlc.v1 import events_pb2, job_pb2, sweep_pb2
 from pai_common.db import utcnow
 from pai_common.errors import (
-    Aborted,
     AlreadyExists,
     DomainError,
     FailedPrecondition,
@@ -31,7 +30,7 @@ from pai_common.errors import (
 )
 from pai_dlc.app import metrics
 from pai_dlc.app.controller import Controller
-from pai_dlc.db.store import JobStore, StoredSweep, SweepStore, stamp
+from pai_dlc.db.store import JobStore, StoredSweep, SweepStore, check_etag, stamp
 from pai_dlc.model import sweep as search
 from pai_dlc.model.spec import normalize, validate
 
@@ -199,8 +198,7 @@ class SweepController:
     async def update(self, name: str, etag: str, apply: Callable[[sweep_pb2.Sweep], None]) -> sweep_pb2.Sweep:
         async with self.lock(name):
             s = await self.get(name)
-            if etag and etag != s.sweep.etag:
-                raise Aborted("ETAG_MISMATCH", f"{name} changed since etag {etag}; read it again", sweep=name)
+            check_etag(name, s.sweep.etag, etag)
             apply(s.sweep)
             async with self.tx() as store:
                 await store.publish("pai.dlc.sweep.updated", events_pb2.SweepUpdated(sweep=s.sweep))

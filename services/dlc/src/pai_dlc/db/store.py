@@ -63,6 +63,12 @@ def etag_of(version: int) -> str:
     return f'W/"{version}"'
 
 
+def check_etag(name: str, current: str, given: str) -> None:
+    """A stale etag (`given`, when set) is ABORTED: the caller read an older version of `name`."""
+    if given and given != current:
+        raise Aborted("ETAG_MISMATCH", f"{name} changed since etag {given}; read it again", resource=name)
+
+
 def _from_row(row: sa.Row[Any]) -> StoredJob:
     job = Job.FromString(row.job)
     job.etag = etag_of(row.version)
