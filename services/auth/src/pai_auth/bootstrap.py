@@ -8,7 +8,6 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import nats
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from nats.aio.client import Client as NATS
 
@@ -33,7 +32,7 @@ from pai_auth.app.identity import IdentityUseCases
 from pai_auth.app.workspaces import WorkspaceUseCases
 from pai_auth.db.rows import EVENTS
 from pai_auth.db.uow import UnitOfWorkFactory
-from pai_common import db, events
+from pai_common import service
 from pai_common.config import Settings
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.interceptors import CallInfo
@@ -65,16 +64,8 @@ class AuthApp:
 async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator[AuthApp]:
     """Start auth: migrate, connect NATS, bootstrap, serve; stop everything on exit."""
     async with contextlib.AsyncExitStack() as stack:
-        engine = db.create_engine(settings.database_url, settings.database_schema)
-        stack.push_async_callback(engine.dispose)
-        await db.ensure_schema(engine, settings.database_schema)
-        await db.migrate(engine, MIGRATIONS, "alembic_version_auth")
-
-        nc = await nats.connect(settings.nats_url, name=f"pai-{settings.service}", max_reconnect_attempts=-1)
-        stack.push_async_callback(nc.close)
-        js = nc.jetstream()
-        await events.ensure_stream(js)
-        relay = Relay(engine, EVENTS.outbox, js)
+        base = await service.backbone(stack, settings, MIGRATIONS, EVENTS.outbox)
+        engine, nc, relay = base.engine, base.nats, base.relay
         uow = UnitOfWorkFactory(engine, relay.notify)
 
         access = AccessUseCases(uow, settings.data_dir / "signing.kek")

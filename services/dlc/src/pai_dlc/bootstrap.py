@@ -9,18 +9,16 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import nats
 from nats.aio.client import Client as NATS
 
 from pai.dlc.v1 import job_pb2_grpc, sweep_pb2_grpc
-from pai_common import db, events
+from pai_common import service
 from pai_common.config import Settings
 from pai_common.consumer import Consumer
 from pai_common.grpc_client import channel
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
-from pai_common.remote_auth import RemoteAuthorizer
 from pai_dlc.api.servicers import JobServicer, SweepServicer
 from pai_dlc.app.controller import SCHEDULER_SUBJECTS, Controller, Options
 from pai_dlc.app.scheduler_client import SchedulerClient
@@ -99,16 +97,8 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
     Replicas are not stopped with dlc: they run on, and a restarted dlc watches them again.
     """
     async with contextlib.AsyncExitStack() as stack:
-        engine = db.create_engine(settings.database_url, settings.database_schema)
-        stack.push_async_callback(engine.dispose)
-        await db.ensure_schema(engine, settings.database_schema)
-        await db.migrate(engine, MIGRATIONS, "alembic_version_dlc")
-
-        nc = await nats.connect(settings.nats_url, name=f"pai-{settings.service}", max_reconnect_attempts=-1)
-        stack.push_async_callback(nc.close)
-        js = nc.jetstream()
-        await events.ensure_stream(js)
-        relay = Relay(engine, EVENTS.outbox, js)
+        base = await service.backbone(stack, settings, MIGRATIONS, EVENTS.outbox)
+        engine, nc, js, relay = base.engine, base.nats, base.js, base.relay
 
         credential = str(settings.get("api_key") or "")
         if not credential:
@@ -135,9 +125,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         )
 
         if authorizer is None:
-            auth_channel = channel(settings.auth_endpoint)
-            stack.push_async_callback(auth_channel.close)
-            authorizer = RemoteAuthorizer(auth_channel)
+            authorizer = service.remote_authorizer(stack, settings)
         server = GrpcServer(
             settings.listen,
             [

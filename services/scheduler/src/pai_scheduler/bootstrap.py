@@ -8,7 +8,6 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import nats
 from nats.aio.client import Client as NATS
 
 from pai.scheduler.v1 import (
@@ -18,13 +17,11 @@ from pai.scheduler.v1 import (
     stats_pb2_grpc,
     workload_pb2_grpc,
 )
-from pai_common import db, events
+from pai_common import service
 from pai_common.config import Settings
-from pai_common.grpc_client import channel
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
-from pai_common.remote_auth import RemoteAuthorizer
 from pai_scheduler.api.servicers import (
     NodeServicer,
     QuotaServicer,
@@ -61,16 +58,8 @@ class SchedulerApp:
 async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> AsyncIterator[SchedulerApp]:
     """Start the scheduler: migrate, load the state, serve, decide; stop everything on exit."""
     async with contextlib.AsyncExitStack() as stack:
-        engine = db.create_engine(settings.database_url, settings.database_schema)
-        stack.push_async_callback(engine.dispose)
-        await db.ensure_schema(engine, settings.database_schema)
-        await db.migrate(engine, MIGRATIONS, "alembic_version_scheduler")
-
-        nc = await nats.connect(settings.nats_url, name=f"pai-{settings.service}", max_reconnect_attempts=-1)
-        stack.push_async_callback(nc.close)
-        js = nc.jetstream()
-        await events.ensure_stream(js)
-        relay = Relay(engine, EVENTS.outbox, js)
+        base = await service.backbone(stack, settings, MIGRATIONS, EVENTS.outbox)
+        engine, nc, relay = base.engine, base.nats, base.relay
         uow = UnitOfWorkFactory(engine, relay.notify)
         scheduler = Scheduler(uow)
         await scheduler.load()
@@ -79,9 +68,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             await register_local_machine(scheduler, str(settings.get("local_group", "local")))
 
         if authorizer is None:
-            auth_channel = channel(settings.auth_endpoint)
-            stack.push_async_callback(auth_channel.close)
-            authorizer = RemoteAuthorizer(auth_channel)
+            authorizer = service.remote_authorizer(stack, settings)
         server = GrpcServer(
             settings.listen,
             [
