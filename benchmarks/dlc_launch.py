@@ -53,7 +53,6 @@ import time
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pai.dlc.v1 import job_pb2, job_pb2_grpc, job_spec_pb2, log_pb2
 from pai.scheduler.v1 import (
@@ -64,7 +63,14 @@ from pai.scheduler.v1 import (
     resource_group_pb2,
     resource_group_pb2_grpc,
 )
-from pai_common.testing import NatsServer, api_key, free_port
+from pai_common.testing import (
+    AuthProcess,
+    DlcProcess,
+    NatsServer,
+    SchedulerProcess,
+    ServiceStartError,
+    free_port,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "train_mnist_ddp"
@@ -72,10 +78,9 @@ WORKSPACE = "bench"
 GROUP = "bench"
 GiB = 2**30
 WORKERS = 2
-START_TIMEOUT = 30.0  # seconds for a service to report SERVING
 POLL_SECONDS = 0.05  # GetJob polling while a job runs
-DLC_POLL_INTERVAL = "0.1"  # PAI_DLC_POLL_INTERVAL, as in cli/tests/conftest.py (dlc's own default: 0.25)
-DLC_KILL_GRACE = "3"  # PAI_DLC_KILL_GRACE, as in cli/tests/conftest.py
+DLC_POLL_INTERVAL = "0.1"  # PAI_DLC_POLL_INTERVAL, as in the CLI tests (dlc's own default: 0.25)
+DLC_KILL_GRACE = "3"  # PAI_DLC_KILL_GRACE, as in the CLI tests
 
 Job = job_pb2.Job
 Spec = job_spec_pb2.JobSpec
@@ -124,25 +129,6 @@ def train_args(args: argparse.Namespace) -> list[str]:
     return ["--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch)]
 
 
-def tail(path: pathlib.Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM the process group `proc` leads, SIGKILL it after `grace`; leave nothing of it running."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    with contextlib.suppress(ProcessLookupError):  # the leader, or what it started, is still there
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def descendants(pid: int) -> list[int]:
     """The processes below `pid`, from /proc (children first)."""
     children: dict[int, list[int]] = {}
@@ -174,108 +160,6 @@ def stop_tree(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     proc.wait()
-
-
-# --------------------------------------------------------------------------------------------
-# The services, as cli/tests/conftest.py starts them
-
-
-class Service:
-    """`python -m pai_<service>` with its own PAI_HOME and a free port, on our NATS.
-
-    Started in a session of its own (unlike in the tests) so that a Ctrl-C in the terminal reaches
-    only this script, which then stops the running job before it stops the services.
-    """
-
-    service = ""
-
-    def __init__(self, home: pathlib.Path, nats_url: str) -> None:
-        self.home = home / self.service
-        self.nats_url = nats_url
-        self.port = free_port()
-        self.log = home / f"{self.service}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def environment(self) -> dict[str, str]:
-        return {}
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = clean_env()
-        env.update(PAI_HOME=str(self.home), PAI_NATS_URL=self.nats_url, **self.environment())
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", f"pai_{self.service}"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        with grpc.insecure_channel(self.address, options=[("grpc.enable_http_proxy", 0)]) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise BenchError(f"{self.service} exited with {self.proc.returncode}:\n{tail(self.log)}")
-                with contextlib.suppress(grpc.RpcError):
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                time.sleep(0.1)
-        raise BenchError(f"{self.service} not serving after {START_TIMEOUT:.0f} s:\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc)
-        self.proc = None
-
-
-class Auth(Service):
-    service = "auth"
-
-    def __init__(self, home: pathlib.Path, nats_url: str) -> None:
-        super().__init__(home, nats_url)
-        self.admin_key = api_key()
-
-    def environment(self) -> dict[str, str]:
-        return {"PAI_AUTH_LISTEN": self.address, "PAI_BOOTSTRAP_ADMIN_KEY": self.admin_key}
-
-
-class Scheduler(Service):
-    service = "scheduler"
-
-    def __init__(self, home: pathlib.Path, nats_url: str, auth: Auth) -> None:
-        super().__init__(home, nats_url)
-        self.auth = auth
-
-    def environment(self) -> dict[str, str]:
-        return {
-            "PAI_SCHEDULER_LISTEN": self.address,
-            "PAI_AUTH_ENDPOINT": self.auth.address,
-            "PAI_SCHEDULER_LOCAL_NODE": "false",
-        }
-
-
-class Dlc(Service):
-    service = "dlc"
-
-    def __init__(self, home: pathlib.Path, nats_url: str, auth: Auth, scheduler: Scheduler) -> None:
-        super().__init__(home, nats_url)
-        self.auth, self.scheduler = auth, scheduler
-
-    def environment(self) -> dict[str, str]:
-        return {
-            "PAI_DLC_LISTEN": self.address,
-            "PAI_AUTH_ENDPOINT": self.auth.address,
-            "PAI_DLC_SCHEDULER_ENDPOINT": self.scheduler.address,
-            "PAI_DLC_API_KEY": self.auth.admin_key,
-            "PAI_DLC_KILL_GRACE": DLC_KILL_GRACE,
-            "PAI_DLC_POLL_INTERVAL": DLC_POLL_INTERVAL,
-        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,9 +275,9 @@ class Platform:
     def __init__(self, home: pathlib.Path) -> None:
         self.home = home
         self.nats = NatsServer(home / "nats")
-        self.auth: Auth | None = None
-        self.scheduler: Scheduler | None = None
-        self.dlc: Dlc | None = None
+        self.auth: AuthProcess | None = None
+        self.scheduler: SchedulerProcess | None = None
+        self.dlc: DlcProcess | None = None
         self.channel: grpc.Channel | None = None
         self.jobs: job_pb2_grpc.JobServiceStub  # set by start()
         self.running: str | None = None  # the job of the run in progress
@@ -402,11 +286,16 @@ class Platform:
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.nats.start()
-        self.auth = Auth(self.home, self.nats.url)
+        # the services as the CLI tests run them, each in a session of its own: a Ctrl-C in the
+        # terminal reaches only this script, which stops the running job before the services
+        self.auth = AuthProcess(self.home / "auth", self.nats.url, own_session=True)
         self.auth.start()
-        self.scheduler = Scheduler(self.home, self.nats.url, self.auth)
+        self.scheduler = SchedulerProcess(self.home / "scheduler", self.nats.url, self.auth, own_session=True)
         self.scheduler.start()
-        self.dlc = Dlc(self.home, self.nats.url, self.auth, self.scheduler)
+        self.dlc = DlcProcess(
+            self.home / "dlc", self.nats.url, self.auth, self.scheduler, own_session=True,
+            kill_grace=DLC_KILL_GRACE, poll_interval=DLC_POLL_INTERVAL,
+        )  # fmt: skip
         self.dlc.start()
         self.make_room()
         self.channel = grpc.insecure_channel(self.dlc.address, options=[("grpc.enable_http_proxy", 0)])
@@ -709,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     try:
         result = bench(args)
-    except BenchError as exc:
+    except (BenchError, ServiceStartError) as exc:
         say(f"benchmark failed: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -156,3 +156,161 @@ def service_settings(
         log_format="text",
         extra=extra,
     )
+
+
+# ---- services as processes (CLI tests, benchmarks) ------------------------------------------------
+
+
+class ServiceStartError(RuntimeError):
+    """A service process exited or did not report SERVING in time; the message ends with its log."""
+
+
+class ServiceProcess:
+    """`python -m pai_<service>` with `home` as its PAI_HOME and a free port, on a NATS of the caller's.
+
+    It starts from this process's environment without PAI_* and OTEL_* settings, plus `environment()`.
+    With `own_session`, it runs in a session of its own (a Ctrl-C in the terminal reaches only the
+    caller) and `stop()` ends its whole process group.
+    """
+
+    service = ""
+    start_timeout = 30.0
+
+    def __init__(self, home: pathlib.Path, nats_url: str, *, own_session: bool = False) -> None:
+        self.home = home
+        self.nats_url = nats_url
+        self.own_session = own_session
+        self.port = free_port()
+        self.log = home / f"{self.service}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The service's own PAI_* settings."""
+        return {}
+
+    def start(self) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PAI_", "OTEL_"))}
+        env.update(PAI_HOME=str(self.home), PAI_NATS_URL=self.nats_url, **self.environment())
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", f"pai_{self.service}"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.own_session,
+            )
+        deadline = time.monotonic() + self.start_timeout
+        with grpc.insecure_channel(self.address, options=[("grpc.enable_http_proxy", 0)]) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    code = self.proc.returncode
+                    self.proc = None
+                    raise ServiceStartError(f"{self.service} exited with {code}:\n{self._log_tail()}")
+                with contextlib.suppress(grpc.RpcError):
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                time.sleep(0.1)
+        self.stop()
+        raise ServiceStartError(
+            f"{self.service} not serving after {self.start_timeout:.0f} s:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, SIGKILL after `grace` (the whole process group with `own_session`)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+
+        def signal_it(sig: int) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                if self.own_session:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
+
+        if proc.poll() is None:
+            signal_it(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace)
+        if proc.poll() is None or self.own_session:  # the leader, or what it started, may remain
+            signal_it(signal.SIGKILL)
+        proc.wait()
+
+
+class AuthProcess(ServiceProcess):
+    """auth with a known platform-admin key (`admin_key`)."""
+
+    service = "auth"
+
+    def __init__(self, home: pathlib.Path, nats_url: str, *, own_session: bool = False) -> None:
+        super().__init__(home, nats_url, own_session=own_session)
+        self.admin_key = api_key()
+
+    def environment(self) -> dict[str, str]:
+        return {"PAI_AUTH_LISTEN": self.address, "PAI_BOOTSTRAP_ADMIN_KEY": self.admin_key}
+
+
+class SchedulerProcess(ServiceProcess):
+    """The scheduler on SQLite, asking `auth` who callers are; no local-machine node."""
+
+    service = "scheduler"
+
+    def __init__(
+        self, home: pathlib.Path, nats_url: str, auth: AuthProcess, *, own_session: bool = False
+    ) -> None:
+        super().__init__(home, nats_url, own_session=own_session)
+        self.auth = auth
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "PAI_SCHEDULER_LISTEN": self.address,
+            "PAI_AUTH_ENDPOINT": self.auth.address,
+            "PAI_SCHEDULER_LOCAL_NODE": "false",
+        }
+
+
+class DlcProcess(ServiceProcess):
+    """dlc on SQLite, calling `scheduler` with the admin key as its identity; quick to notice and kill."""
+
+    service = "dlc"
+
+    def __init__(
+        self,
+        home: pathlib.Path,
+        nats_url: str,
+        auth: AuthProcess,
+        scheduler: SchedulerProcess,
+        *,
+        own_session: bool = False,
+        kill_grace: str = "3",
+        poll_interval: str = "0.1",
+    ) -> None:
+        super().__init__(home, nats_url, own_session=own_session)
+        self.auth, self.scheduler = auth, scheduler
+        self.kill_grace, self.poll_interval = kill_grace, poll_interval
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "PAI_DLC_LISTEN": self.address,
+            "PAI_AUTH_ENDPOINT": self.auth.address,
+            "PAI_DLC_SCHEDULER_ENDPOINT": self.scheduler.address,
+            "PAI_DLC_API_KEY": self.auth.admin_key,
+            "PAI_DLC_KILL_GRACE": self.kill_grace,
+            "PAI_DLC_POLL_INTERVAL": self.poll_interval,
+        }
