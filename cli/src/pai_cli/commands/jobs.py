@@ -13,7 +13,9 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -39,6 +41,7 @@ from pai_cli.quantities import AmountError, parse_limits
 Job = job_pb2.Job
 RS = job_spec_pb2.ReplicaSpec
 TERMINAL = (Job.SUCCEEDED, Job.FAILED, Job.STOPPED)
+M = TypeVar("M", bound=Message)
 UNREACHABLE_PATIENCE = 60.0  # seconds `--wait` rides out an unreachable dlc (a restart) before giving up
 KINDS = ("pytorch", "tensorflow", "mpi", "xgboost", "custom")
 
@@ -251,15 +254,22 @@ def load_message(path: str, message: Message) -> None:
         raise
 
 
-def _follow(ctx: Context, name: str) -> int:
-    """Print each state change (to stderr) until the job ends; the result on stdout."""
-    client = ctx.client
-    seen: tuple[int, str] | None = None
+def follow(
+    ctx: Context,
+    read: Callable[[], M],
+    line: Callable[[M], str],
+    done: Callable[[M], bool | None],
+    columns: Sequence[Column],
+) -> int:
+    """Poll `read()` until `done` says how it ended (True: succeeded); each new `line` of progress
+    goes to stderr, the result to stdout; exit 0 on success, 1 otherwise. dlc being unreachable
+    (a restart mid-run) is ridden out for up to a minute."""
+    seen = ""
     unreachable_since: float | None = None
     while True:
         try:
-            job: job_pb2.Job = client.call(client.jobs.GetJob, job_pb2.GetJobRequest(name=name))
-        except ApiError as e:  # dlc restarting mid-job is normal: wait for it, up to a minute
+            current = read()
+        except ApiError as e:
             if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
             clock = time.monotonic()
@@ -270,14 +280,26 @@ def _follow(ctx: Context, name: str) -> int:
             time.sleep(1.0)
             continue
         unreachable_since = None
-        now = (job.state, job.message)
-        if now != seen:
-            ctx.output.note(f"{Job.State.Name(job.state):<10} {job.reason}: {job.message}")
-            seen = now
-        if job.state in TERMINAL:
-            ctx.output.resource(job, JOB_DETAIL)
-            return 0 if job.state == Job.SUCCEEDED else 1
+        if (progress := line(current)) != seen:
+            ctx.output.note(progress)
+            seen = progress
+        outcome = done(current)
+        if outcome is not None:
+            ctx.output.resource(current, columns)
+            return 0 if outcome else 1
         time.sleep(0.5)
+
+
+def _follow(ctx: Context, name: str) -> int:
+    """Follow a job until it ends."""
+    client = ctx.client
+    return follow(
+        ctx,
+        lambda: client.call(client.jobs.GetJob, job_pb2.GetJobRequest(name=name)),
+        lambda job: f"{Job.State.Name(job.state):<10} {job.reason}: {job.message}",
+        lambda job: job.state == Job.SUCCEEDED if job.state in TERMINAL else None,
+        JOB_DETAIL,
+    )
 
 
 def wait_job(ctx: Context) -> int:

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import time
-
 from pai.dlc.v1 import sweep_pb2
 from pai_cli.client import collect
 from pai_cli.commands.common import (
@@ -18,8 +16,9 @@ from pai_cli.commands.common import (
     add_group,
     add_workspace_option,
     positive_int,
+    report_deleted,
 )
-from pai_cli.commands.jobs import _copy_code, load_message
+from pai_cli.commands.jobs import _copy_code, follow, load_message
 from pai_cli.errors import UsageError
 from pai_cli.output import EMPTY, Column, enum, field, last_segment, timestamp
 
@@ -159,17 +158,13 @@ def create_sweep(ctx: Context) -> int:
     if not args.wait:
         ctx.output.resource(created, SWEEP_DETAIL)
         return 0
-    seen = None
-    while True:
-        now: S = client.call(client.sweeps.GetSweep, sweep_pb2.GetSweepRequest(name=created.name))
-        line = f"{S.State.Name(now.state):<9} {_counts(now)}"
-        if line != seen:
-            ctx.output.note(line)
-            seen = line
-        if now.state in TERMINAL:
-            ctx.output.resource(now, SWEEP_DETAIL)
-            return 0 if now.state == S.SUCCEEDED else 1
-        time.sleep(0.5)
+    return follow(
+        ctx,
+        lambda: client.call(client.sweeps.GetSweep, sweep_pb2.GetSweepRequest(name=created.name)),
+        lambda now: f"{S.State.Name(now.state):<9} {_counts(now)}",
+        lambda now: now.state == S.SUCCEEDED if now.state in TERMINAL else None,
+        SWEEP_DETAIL,
+    )
 
 
 def get_sweep(ctx: Context) -> int:
@@ -187,8 +182,6 @@ def stop_sweep(ctx: Context) -> int:
 
 
 def delete_sweep(ctx: Context) -> int:
-    from pai_cli.commands.common import report_deleted
-
     client = ctx.client
     name = sweep_name(ctx, ctx.args.name)
     client.call(client.sweeps.DeleteSweep, sweep_pb2.DeleteSweepRequest(name=name))
