@@ -45,7 +45,6 @@ from pai_dlc.app.scheduler_client import (
 )
 from pai_dlc.db.store import JobStore, StoredJob, check_etag, stamp
 from pai_dlc.engine.base import AttemptLaunch, Engine, EngineError, ReplicaExit, ReplicaHandle, ReplicaLaunch
-from pai_dlc.engine.logfile import read_records
 from pai_dlc.model import lifecycle
 from pai_dlc.model.env import Cluster, hyperparameter_args, replica_env
 from pai_dlc.model.lifecycle import ACTIVE, TERMINAL, State, can_move
@@ -684,10 +683,9 @@ class Controller:
         await self._report_finish(s)
 
     async def _kill_unrecorded(self, s: StoredJob, attempt: int) -> None:
-        """Kill the processes of an attempt whose handles were never stored (local engine: each
-        replica's supervisor names its pid in the first line of its log)."""
+        """Kill the replicas of an attempt whose handles were never stored (the engine finds them)."""
         run_dir = self.options.storage_root / "jobs" / s.job.uid / f"attempt-{attempt}"
-        found = await asyncio.to_thread(_supervisors_in, run_dir, attempt)
+        found = await self._engine(s).unrecorded(str(run_dir), attempt)
         if found:
             log.warning(
                 "%s: stopping %d replicas of attempt %d started before dlc stopped",
@@ -943,29 +941,6 @@ class Controller:
 
         await self._write(s, stopped)
         await self._report_finish(s)
-
-
-def _supervisors_in(run_dir: pathlib.Path, attempt: int) -> list[ReplicaHandle]:
-    """Handles for the replica supervisors an attempt's logs name (`started pid N (supervisor pid M)`)."""
-    out = []
-    for log_file in sorted(run_dir.glob("*.log")):
-        if log_file.name.endswith(".supervisor.log"):
-            continue
-        first = read_records(str(log_file), 0, max_records=1)
-        if not first or "(supervisor pid " not in first[0].text:
-            continue
-        try:
-            pid = int(first[0].text.split("(supervisor pid ", 1)[1].split(")", 1)[0])
-        except ValueError:
-            continue
-        base = str(log_file)[: -len(".log")]
-        out.append(
-            ReplicaHandle(
-                replica=log_file.stem, rank=0, attempt=attempt, pid=pid, pgid=pid, log_path=str(log_file),
-                exit_path=f"{base}.exit.json", error_path=f"{base}.error.json",
-            )
-        )  # fmt: skip
-    return out
 
 
 def _remove_attempts(job_dir: pathlib.Path) -> None:

@@ -89,6 +89,11 @@ class Engine(Protocol):
         """The replicas among `handles` that have ended, with how (cheap; called about once a second)."""
         ...
 
+    async def unrecorded(self, run_dir: str, attempt: int) -> list[ReplicaHandle]:
+        """Handles for replicas of `attempt` that may have started although `launch` never returned
+        them (dlc stopped mid-launch), so that they can be killed; [] when the engine has none."""
+        ...
+
     async def kill(self, handles: Sequence[ReplicaHandle], grace: float) -> None:
         """SIGTERM every replica's process group, SIGKILL after `grace` seconds, and return only when
         no process of any of them is left."""

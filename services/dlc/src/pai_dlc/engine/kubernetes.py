@@ -769,6 +769,11 @@ class KubernetesEngine:
                 ended += replica_exits(snapshot.job, snapshot.pods, names, deleted=snapshot.deleted)
         return ended
 
+    async def unrecorded(self, run_dir: str, attempt: int) -> list[ReplicaHandle]:
+        """None to find: the PyTorchJob is named after the attempt, and `launch` adopts one that an
+        earlier launch of the same attempt created."""
+        return []
+
     async def kill(self, handles: Sequence[ReplicaHandle], grace: float) -> None:
         """Deletes each handle's PyTorchJob (propagation Foreground) and its pods with `grace` seconds
         to stop, then waits until the job is gone; `EngineError` if it is still there `kill_timeout`

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -131,6 +132,11 @@ class LocalEngine:
             if result is not None:
                 ended.append(result)
         return ended
+
+    async def unrecorded(self, run_dir: str, attempt: int) -> list[ReplicaHandle]:
+        """The supervisors an attempt's logs name in their first line (`started pid N (supervisor
+        pid M)`); `kill` checks each still is one of ours before signalling it."""
+        return await asyncio.to_thread(_supervisors_in, pathlib.Path(run_dir), attempt)
 
     async def kill(self, handles: Sequence[ReplicaHandle], grace: float) -> None:
         """SIGTERM each replica, SIGKILL its process group after `grace` seconds, wait until all are gone.
@@ -455,3 +461,30 @@ def _read_error_file(path: str) -> tuple[str, str] | None:
 def _first_line(text: str, limit: int = 500) -> str:
     line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _supervisors_in(run_dir: pathlib.Path, attempt: int) -> list[ReplicaHandle]:
+    """Handles for the replica supervisors an attempt's logs name (`started pid N (supervisor pid M)`)."""
+    out = []
+    for log_file in sorted(run_dir.glob("*.log")):
+        if log_file.name.endswith(".supervisor.log"):
+            continue
+        first = read_records(str(log_file), 0, max_records=1)
+        if (
+            not first
+            or not first[0].text.startswith(supervisor.STARTED)
+            or "(supervisor pid " not in first[0].text
+        ):
+            continue
+        try:
+            pid = int(first[0].text.split("(supervisor pid ", 1)[1].split(")", 1)[0])
+        except ValueError:
+            continue
+        base = str(log_file)[: -len(".log")]
+        out.append(
+            ReplicaHandle(
+                replica=log_file.stem, rank=0, attempt=attempt, pid=pid, pgid=pid, log_path=str(log_file),
+                exit_path=f"{base}.exit.json", error_path=f"{base}.error.json",
+            )
+        )  # fmt: skip
+    return out

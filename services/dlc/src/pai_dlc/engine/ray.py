@@ -228,6 +228,11 @@ class RayEngine:
                 ended.append(result)
         return ended
 
+    async def unrecorded(self, run_dir: str, attempt: int) -> list[ReplicaHandle]:
+        """None to find: `launch` itself removes the actors and placement group an earlier launch of
+        the same attempt left (they are named after it)."""
+        return []
+
     async def kill(self, handles: Sequence[ReplicaHandle], grace: float) -> None:
         """Stops every replica through its actor (or a task on its node), then removes actors and groups.
 
