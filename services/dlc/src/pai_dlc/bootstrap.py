@@ -20,7 +20,8 @@ from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
 from pai_dlc.api.servicers import JobServicer, SweepServicer
-from pai_dlc.app.controller import SCHEDULER_SUBJECTS, Controller, Options
+from pai_dlc.app.controller import LINEAGE_SUBJECTS, SCHEDULER_SUBJECTS, Controller, Options
+from pai_dlc.app.lineage_client import LineageClient
 from pai_dlc.app.scheduler_client import SchedulerClient
 from pai_dlc.app.sweeps import SweepController
 from pai_dlc.db.rows import EVENTS, MIGRATIONS
@@ -31,6 +32,7 @@ from pai_dlc.model.spec import JobSpec
 log = logging.getLogger(__name__)
 SOURCE = "pai.dlc"
 DEFAULT_SCHEDULER = "127.0.0.1:50052"
+DEFAULT_LINEAGE = "127.0.0.1:50056"
 
 
 @dataclass
@@ -43,6 +45,7 @@ class DlcApp:
     nats: NATS
     controller: Controller
     consumer: Consumer
+    lineage_consumer: Consumer
     sweeps: SweepController
 
     @property
@@ -55,6 +58,11 @@ def scheduler_endpoint(settings: Settings) -> str:
     return str(
         settings.get("scheduler_endpoint") or os.environ.get("PAI_SCHEDULER_ENDPOINT") or DEFAULT_SCHEDULER
     )
+
+
+def lineage_endpoint(settings: Settings) -> str:
+    """`PAI_DLC_LINEAGE_ENDPOINT`, else the stack's `PAI_LINEAGE_ENDPOINT`, else the default port."""
+    return str(settings.get("lineage_endpoint") or os.environ.get("PAI_LINEAGE_ENDPOINT") or DEFAULT_LINEAGE)
 
 
 def storage_root(settings: Settings) -> pathlib.Path:
@@ -105,6 +113,9 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             log.warning("PAI_DLC_API_KEY is not set: the scheduler will refuse dlc's workloads")
         sched_channel = channel(scheduler_endpoint(settings), credential)
         stack.push_async_callback(sched_channel.close)
+        lineage_at = lineage_endpoint(settings)
+        lineage_channel = channel(lineage_at, credential)
+        stack.push_async_callback(lineage_channel.close)
         options = Options(
             storage_root=storage_root(settings),
             poll_interval=float(settings.get("poll_interval", 0.25)),
@@ -112,7 +123,14 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             preemption_grace=float(settings.get("preemption_grace", 10.0)),
         )
         engines: dict[int, Engine] = {JobSpec.LOCAL: LocalEngine()}
-        controller = Controller(engine, SchedulerClient(sched_channel), engines, options, relay.notify)
+        controller = Controller(
+            engine,
+            SchedulerClient(sched_channel),
+            engines,
+            options,
+            relay.notify,
+            datasets=LineageClient(lineage_channel, lineage_at),
+        )
         engines.update(optional_engines(settings, controller))
         sweeps = SweepController(controller, relay.notify)
         consumer = Consumer(
@@ -122,6 +140,14 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             durable=str(settings.get("consumer", "dlc")),
             subjects=SCHEDULER_SUBJECTS,
             handler=controller.on_scheduler_event,
+        )
+        lineage_consumer = Consumer(
+            js,
+            engine,
+            EVENTS.inbox,
+            durable=str(settings.get("lineage_consumer", "dlc-lineage")),
+            subjects=LINEAGE_SUBJECTS,
+            handler=controller.on_lineage_event,
         )
 
         if authorizer is None:
@@ -147,10 +173,12 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         stack.push_async_callback(relay.stop)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
+        await lineage_consumer.start()
+        stack.push_async_callback(lineage_consumer.stop)
         await controller.start()
         stack.push_async_callback(controller.stop)
         await sweeps.start()
         stack.push_async_callback(sweeps.stop)
         await server.start()
         stack.push_async_callback(server.stop)
-        yield DlcApp(settings, server, relay, nc, controller, consumer, sweeps)
+        yield DlcApp(settings, server, relay, nc, controller, consumer, lineage_consumer, sweeps)

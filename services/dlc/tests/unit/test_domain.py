@@ -48,7 +48,11 @@ def test_validate_names_each_problem(tmp_path: pathlib.Path) -> None:
             ReplicaSpec(role=Role.WORKER, command=["x"]),
         ],
         output_uri="s3://bucket/out",
-        data_sources=[{"dataset_version": "workspaces/w/datasets/d/versions/1"}, {"uri": "gs://b/x"}],
+        data_sources=[
+            {"dataset_version": "workspaces/w/datasets/d/versions/1"},
+            {"uri": "gs://b/x"},
+            {"dataset_version": "workspaces/w/datasets/d/versions/2", "resolved_uri": "s3://b/d/2"},
+        ],
         code={"uri": f"file://{tmp_path}/missing"},
     )
     fields = {v.field: v.description for v in validate(norm(bad, tmp_path), engines=LOCAL_ONLY)}
@@ -57,7 +61,8 @@ def test_validate_names_each_problem(tmp_path: pathlib.Path) -> None:
     assert "appears twice" in fields["job.spec.replica_specs[2].role"]
     assert "only file:// URIs" in fields["job.spec.output_uri"]
     assert "is not a directory" in fields["job.spec.code.uri"]
-    assert "lineage" in fields["job.spec.data_sources[0].dataset_version"]
+    assert "not resolved" in fields["job.spec.data_sources[0].dataset_version"]
+    assert "only file:// URIs" in fields["job.spec.data_sources[2].dataset_version"]
     assert "only file:// URIs" in fields["job.spec.data_sources[1].uri"]
     two_masters = pytorch(master=True)
     two_masters.replica_specs[0].count = 2

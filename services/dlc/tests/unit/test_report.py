@@ -39,3 +39,30 @@ def test_dlc_reads_reported_lines_back_as_series(tmp_path: pathlib.Path) -> None
     job = job_pb2.Job(replica_statuses=[job_pb2.ReplicaStatus(replica="worker-0", rank=0)])
     stored = StoredJob(job, {"logs": {"0": {"worker-0": str(log)}}})
     assert metrics.series_of(stored, "loss") == [(1, 2.0), (2, 1.0)]  # stderr lines are not metrics
+
+
+def test_final_metrics_are_the_last_values_of_the_lowest_rank(tmp_path: pathlib.Path) -> None:
+    def log(name: str, lines: list[str]) -> str:
+        path = tmp_path / f"{name}.log"
+        path.write_bytes(b"".join(format_record(1_000 + i, "stdout", t) for i, t in enumerate(lines)))
+        return str(path)
+
+    job = job_pb2.Job(
+        replica_statuses=[
+            job_pb2.ReplicaStatus(replica="worker-0", rank=0),
+            job_pb2.ReplicaStatus(replica="worker-1", rank=1),
+        ]
+    )
+    logs = {
+        "0": {"worker-0": log("a0w0", ['@pai.metric {"step": 1, "loss": 3.0, "acc": 0.1}'])},
+        "1": {
+            "worker-0": log(
+                "a1w0", ['@pai.metric {"step": 2, "loss": 2.0}', '@pai.metric {"step": 3, "loss": 1.5}']
+            ),
+            "worker-1": log("a1w1", ['@pai.metric {"step": 3, "loss": 9.0, "eval/f1": 0.7, "bad key": 1}']),
+        },
+    }
+    final = metrics.final_metrics(StoredJob(job, {"logs": logs}))
+    # the newest attempt's last value; a key only rank 1 reports comes from rank 1; keys a model
+    # registry cannot hold are dropped
+    assert final == {"acc": 0.1, "eval/f1": 0.7, "loss": 1.5}

@@ -31,11 +31,15 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pai.dlc.v1 import events_pb2, job_pb2
+from pai.lineage.v1 import events_pb2 as lineage_events
+from pai.lineage.v1 import model_pb2
 from pai.scheduler.v1 import events_pb2 as scheduler_events
 from pai.scheduler.v1 import workload_pb2
 from pai_common.consumer import Event
 from pai_common.db import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_dlc.app.lineage_client import DatasetResolver, same_workspace
+from pai_dlc.app.metrics import final_metrics
 from pai_dlc.app.scheduler_client import (
     PERMANENT,
     SchedulerClient,
@@ -65,6 +69,7 @@ FACT_KINDS: dict[type, str] = {
     scheduler_events.WorkloadDeleted: "deleted",
 }
 
+LINEAGE_SUBJECTS = ("pai.lineage.model_version.created",)
 SCHEDULER_SUBJECTS = (
     "pai.scheduler.workload.admitted",
     "pai.scheduler.workload.preempted",
@@ -103,8 +108,10 @@ class Controller:
         options: Options,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], dt.datetime] = utcnow,
+        datasets: DatasetResolver | None = None,
     ) -> None:
         self.db = db
+        self.datasets = datasets
         self.scheduler = scheduler
         self.engines = engines
         self.options = options
@@ -259,6 +266,7 @@ class Controller:
             storage_root=self.options.storage_root,
             uid=uid,
         )
+        await self._resolve_data(name, spec)
         violations = validate(spec, engines=frozenset(self.engines))
         if violations:
             raise InvalidArgument(
@@ -293,6 +301,27 @@ class Controller:
             raise AlreadyExists("JOB_ALREADY_EXISTS", f"{name} already exists", job=name) from None
         self.kick()
         return s.job
+
+    async def _resolve_data(self, name: str, spec: JobSpec) -> None:
+        """Fill every data source's `resolved_uri`; a dataset version (`@latest` included) is asked of
+        lineage and recorded by its concrete name, so the job says exactly which data it read."""
+        for i, ds in enumerate(spec.data_sources):
+            field = f"job.spec.data_sources[{i}].dataset_version"
+            if not ds.dataset_version:
+                ds.resolved_uri = ds.uri
+                continue
+            if not same_workspace(name, ds.dataset_version):
+                message = f"{ds.dataset_version} is not in the job's workspace {name.split('/')[1]}"
+                raise InvalidArgument(
+                    "INVALID_JOB_SPEC", message, violations=[FieldViolation(field, message)]
+                )
+            if self.datasets is None:
+                raise FailedPrecondition(
+                    "LINEAGE_UNAVAILABLE",
+                    "this dlc has no lineage service configured to resolve dataset versions; give a uri",
+                )
+            found = await self.datasets.resolve(field, ds.dataset_version)
+            ds.dataset_version, ds.resolved_uri = found.name, found.uri
 
     async def _insert(self, s: StoredJob, now: timestamp_pb2.Timestamp) -> None:
         async with self.tx() as store:
@@ -442,6 +471,44 @@ class Controller:
             return
         await JobStore(conn).add_fact(w.owner, kind, w.SerializeToString())
         self.kick()
+
+    async def on_lineage_event(self, event: Event, conn: AsyncConnection) -> None:
+        """Lineage's registrations of job outputs (a consumer of its own beside the scheduler's)."""
+        if isinstance(event.message, lineage_events.ModelVersionCreated):
+            await self.on_model_registered(event.message.model_version, JobStore(conn))
+
+    async def on_model_registered(self, v: model_pb2.ModelVersion, store: JobStore) -> None:
+        """Lineage registered the output of a job as a model version: say so on the job.
+
+        Only a SUCCEEDED job that asked for that model and has no version yet takes it, so a version
+        registered by hand with `source_job`, or a job deleted and created again under the same name,
+        is left alone. A concurrent write of the job aborts this transaction and the event comes again.
+        """
+        if not v.source_job or not v.name:
+            return
+        s = await store.get(v.source_job)
+        if s is None or s.state != State.SUCCEEDED or s.job.output_model_version:
+            return
+        if v.name.rsplit("/versions/", 1)[0] != s.job.spec.output_model:
+            return
+        if v.HasField("create_time") and v.create_time.ToDatetime() < s.job.end_time.ToDatetime():
+            return
+        s.job.output_model_version = v.name
+        await store.record(
+            s,
+            job_pb2.JobEvent(
+                severity=job_pb2.JobEvent.INFO,
+                state=s.job.state,
+                previous_state=s.job.state,
+                reason="MODEL_REGISTERED",
+                message=f"the output directory is registered as model version {v.name}",
+                attempt=int(s.runtime.get("attempt", 0)),
+                create_time=stamp(self.clock()),
+            ),
+        )
+        await store.save(s)
+        await store.publish("pai.dlc.job.updated", events_pb2.JobUpdated(job=s.job))
+        log.info("%s: output registered as %s", s.name, v.name)
 
     async def _apply_fact(self, store: JobStore, s: StoredJob, kind: str, w: workload_pb2.Workload) -> None:
         """Act on one scheduler fact about `s` (under the job's lock, in the step's transaction)."""
@@ -811,13 +878,17 @@ class Controller:
                 failure.exit_code = c.exit_code
             s.job.failure.CopyFrom(failure)
         if verdict.action == "succeed":
+            final = final_metrics(s)
 
             async def succeed(store: JobStore) -> None:
                 await self._move(store, s, State.SUCCEEDED, verdict.reason, verdict.message)
                 await store.publish(
                     "pai.dlc.job.succeeded",
                     events_pb2.JobSucceeded(
-                        job=s.job, model_artifact_uri=spec.output_uri, model=spec.output_model
+                        job=s.job,
+                        model_artifact_uri=spec.output_uri,
+                        model=spec.output_model,
+                        final_metrics=final,
                     ),
                 )
                 s.runtime["finish"] = int(WO.SUCCEEDED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from pai_dlc.db.store import StoredJob
@@ -62,3 +63,17 @@ def series_of(s: StoredJob, key: str) -> list[tuple[int, float]]:
         return []
     rank = min(r for _, r in found)
     return [(step, v) for step, v, _, _ in found[(key, rank)]]
+
+
+_KEY = re.compile(r"^[A-Za-z0-9_./-]{1,128}$")
+
+
+def final_metrics(s: StoredJob) -> dict[str, float]:
+    """The last value of every key, from the lowest rank reporting it: what a registered model
+    version records as its metrics (keys a model registry cannot hold are left out)."""
+    found = reported(s)
+    lowest: dict[str, int] = {}
+    for key, rank in found:
+        if _KEY.match(key) and rank < lowest.get(key, rank + 1):
+            lowest[key] = rank
+    return {key: found[(key, rank)][-1][1] for key, rank in sorted(lowest.items())}

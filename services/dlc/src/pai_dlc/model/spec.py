@@ -114,13 +114,13 @@ def validate(spec: JobSpec, *, engines: frozenset[int]) -> list[Violation]:
             out.append(Violation(f"job.spec.{fld}", str(e)))
     for i, ds in enumerate(spec.data_sources):
         where = f"job.spec.data_sources[{i}]"
-        if ds.dataset_version:
-            out.append(
-                Violation(
-                    f"{where}.dataset_version",
-                    "dataset versions are resolved through lineage, which this platform does not run yet; give a uri",
-                )
-            )
+        if ds.dataset_version and not ds.resolved_uri:
+            out.append(Violation(f"{where}.dataset_version", "the dataset version was not resolved to a URI"))
+        elif ds.dataset_version:
+            try:
+                local_path(ds.resolved_uri)
+            except ValueError as e:
+                out.append(Violation(f"{where}.dataset_version", f"{ds.dataset_version}: {e}"))
         elif ds.uri:
             try:
                 local_path(ds.uri)

@@ -1,0 +1,74 @@
+"""dlc's side of lineage: dataset versions a job names are resolved to their URIs at create.
+
+dlc asks lineage with its own credential (`PAI_DLC_API_KEY`), so it only resolves dataset versions
+of the job's own workspace: a caller cannot read another workspace's data through dlc. The model a
+job registers on success travels the other way, by events (`pai.dlc.job.succeeded` →
+`pai.lineage.model_version.created`), so a job never waits for lineage when it ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from pai.lineage.v1 import dataset_pb2, dataset_pb2_grpc
+from pai_common.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
+
+DatasetVersion = dataset_pb2.DatasetVersion
+
+
+@dataclass(frozen=True)
+class ResolvedDataset:
+    """A dataset version as lineage knows it: its concrete name (`@latest` resolved) and URI."""
+
+    name: str
+    uri: str
+
+
+class DatasetResolver(Protocol):
+    async def resolve(self, field: str, name: str) -> ResolvedDataset: ...
+
+
+class LineageClient:
+    """Resolves dataset versions through lineage's DatasetService."""
+
+    def __init__(self, channel: grpc.aio.Channel, endpoint: str) -> None:
+        self._stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+        self._endpoint = endpoint
+
+    async def resolve(self, field: str, name: str) -> ResolvedDataset:
+        """The version `name` (`.../versions/@latest` for the newest ACTIVE one) or a clear error
+        naming `field`: INVALID_ARGUMENT when it does not exist, FAILED_PRECONDITION when it is
+        archived, UNAVAILABLE when lineage does not answer."""
+        try:
+            v: DatasetVersion = await self._stub.GetDatasetVersion(
+                dataset_pb2.GetDatasetVersionRequest(name=name), timeout=10
+            )
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                message = f"dataset version {name} does not exist in lineage"
+                raise InvalidArgument(
+                    "DATASET_VERSION_NOT_FOUND", message, violations=[FieldViolation(field, message)]
+                ) from None
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                message = f"dlc may not read {name} in lineage: {e.details()}"
+                raise FailedPrecondition("DATASET_VERSION_NOT_FOUND", message, dataset_version=name) from None
+            raise Unavailable(
+                "LINEAGE_UNAVAILABLE",
+                f"lineage at {self._endpoint} did not resolve {name} ({code.name}: {e.details()}); retry",
+            ) from None
+        if v.state == DatasetVersion.ARCHIVED:
+            raise FailedPrecondition(
+                "DATASET_VERSION_ARCHIVED",
+                f"dataset version {v.name} is archived; unarchive it or name another version",
+                dataset_version=v.name,
+            )
+        return ResolvedDataset(v.name, v.uri)
+
+
+def same_workspace(job_name: str, dataset_version: str) -> bool:
+    """Whether a dataset version belongs to the job's workspace (`workspaces/{w}/...` on both)."""
+    return dataset_version.split("/")[:2] == job_name.split("/")[:2]
