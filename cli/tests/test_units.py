@@ -96,3 +96,16 @@ def test_collect_follows_tokens_and_honours_limit() -> None:
     assert collect(fetch) == [1, 2, 3, 4, 5]
     assert collect(fetch, limit=3) == [1, 2, 3]
     assert asked[-2:] == [("", 3), ("a", 1)]
+
+
+def test_dataset_flag_names_a_version_or_the_latest() -> None:
+    from pai_cli.commands.jobs import dataset_version_name
+    from pai_cli.errors import UsageError
+
+    ws = "workspaces/ml"
+    assert dataset_version_name(ws, "qa") == "workspaces/ml/datasets/qa/versions/@latest"
+    assert dataset_version_name(ws, "qa:3") == "workspaces/ml/datasets/qa/versions/3"
+    full = "workspaces/other/datasets/qa/versions/1"
+    assert dataset_version_name(ws, full) == full
+    with pytest.raises(UsageError):
+        dataset_version_name(ws, ":3")

@@ -112,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         default=-1,
         help="at this global step rank 1 (rank 0 alone) raises and exits 1, only when PAI_RESTART_COUNT is 0",
     )
+    p.add_argument(
+        "--write-data",
+        "--write_data",
+        dest="write_data",
+        metavar="DIR",
+        help="write the synthetic data set to DIR (train.pt, test.pt) and exit, to register it as a dataset",
+    )
     args, unknown = p.parse_known_args(argv)
     if args.epochs < 0 or args.steps_per_epoch < 1 or args.batch_size < 1:
         p.error("--epochs must be >= 0, --steps-per-epoch and --batch-size >= 1")
@@ -188,6 +195,29 @@ def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     noise = 0.6 * torch.randn(n, *IMAGE_SHAPE, generator=g)
     images = protos[labels] * contrast + brightness + noise
     return images, labels
+
+
+def write_data(directory: Path) -> None:
+    """Save the data set this script would generate, so it can be registered and read back."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, (n, seed) in (("train.pt", (TRAIN_SIZE, SEED + 1)), ("test.pt", (TEST_SIZE, SEED + 2))):
+        images, labels = make_data(n, seed)
+        atomic_save({"images": images, "labels": labels}, directory / name)
+
+
+def load_data(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images, train labels, test images, test labels): from `PAI_DATA_DIR` when it holds the
+    files `--write-data` makes (a dataset the job was given), else generated here."""
+    data_dir = os.environ.get("PAI_DATA_DIR", "")
+    if data_dir and (Path(data_dir) / "train.pt").is_file():
+        train = torch.load(Path(data_dir) / "train.pt")
+        test = torch.load(Path(data_dir) / "test.pt")
+        if rank == 0:
+            log(f"data from {data_dir}: {len(train['labels'])} train, {len(test['labels'])} held-out samples")
+        return train["images"], train["labels"], test["images"], test["labels"]
+    train_x, train_y = make_data(TRAIN_SIZE, SEED + 1)
+    test_x, test_y = make_data(TEST_SIZE, SEED + 2)
+    return train_x, train_y, test_x, test_y
 
 
 class MLP(nn.Module):
@@ -301,10 +331,9 @@ def train(args: argparse.Namespace, env: Env) -> None:
         raise RuntimeError(f"ranks resumed from different checkpoints: global steps {steps}")
 
     ddp = DistributedDataParallel(model)
-    train_x, train_y = make_data(TRAIN_SIZE, SEED + 1)
-    test_x, test_y = make_data(TEST_SIZE, SEED + 2)
+    train_x, train_y, test_x, test_y = load_data(env.rank)
     sampler: DistributedSampler[int] = DistributedSampler(
-        range(TRAIN_SIZE),  # type: ignore[arg-type]  # only its length is used
+        range(len(train_y)),  # type: ignore[arg-type]  # only its length is used
         num_replicas=env.world_size,
         rank=env.rank,
         shuffle=True,
@@ -375,6 +404,10 @@ def train(args: argparse.Namespace, env: Env) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, unknown = parse_args(argv)
+    if args.write_data:
+        write_data(Path(args.write_data))
+        log(f"wrote the data set to {args.write_data}")
+        return 0
     env = read_env()
     log(
         f"rank={env.rank} world_size={env.world_size} local_rank={env.local_rank} restart={env.restart_count}"

@@ -17,6 +17,7 @@ from pai.auth.v1 import (
 )
 from pai.dlc.v1 import job_pb2_grpc, sweep_pb2_grpc
 from pai.gateway.v1 import gateway_pb2_grpc
+from pai.lineage.v1 import dataset_pb2_grpc, lineage_pb2_grpc, model_pb2_grpc
 from pai.scheduler.v1 import node_pb2_grpc, quota_pb2_grpc, workload_pb2_grpc
 from pai_cli.errors import from_rpc_error
 
@@ -66,6 +67,13 @@ class Client:
         )
         self.jobs: job_pb2_grpc.JobServiceStub = job_pb2_grpc.JobServiceStub(self._channel)
         self.sweeps: sweep_pb2_grpc.SweepServiceStub = sweep_pb2_grpc.SweepServiceStub(self._channel)
+        self.datasets: dataset_pb2_grpc.DatasetServiceStub = dataset_pb2_grpc.DatasetServiceStub(
+            self._channel
+        )
+        self.models: model_pb2_grpc.ModelRegistryServiceStub = model_pb2_grpc.ModelRegistryServiceStub(
+            self._channel
+        )
+        self.lineage: lineage_pb2_grpc.LineageServiceStub = lineage_pb2_grpc.LineageServiceStub(self._channel)
 
     def close(self) -> None:
         """Close the channel."""

@@ -12,7 +12,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pai_cli.commands import account, audit, gateway, jobs, keys, scheduler, status, sweeps, users, workspaces
+from pai_cli.commands import (
+    account,
+    audit,
+    gateway,
+    jobs,
+    keys,
+    lineage,
+    scheduler,
+    status,
+    sweeps,
+    users,
+    workspaces,
+)
 from pai_cli.commands.common import Context, Handler, global_options
 from pai_cli.errors import EXIT_FAILURE, CliError
 
@@ -41,6 +53,11 @@ training jobs (dlc):
   pai sweep create lr -f examples/train_mnist_ddp/sweep.yaml --code examples/train_mnist_ddp --wait
   pai sweep trials lr                  each trial's parameters and objective value
 
+data and models (lineage):
+  pai dataset create digits --uri ./data/digits      register a dataset (version 1)
+  pai job submit train ... --dataset digits --output-model digits-net
+  pai model versions digits-net        versions registered by jobs, with their metrics
+
 configuration: --endpoint/--api-key, else PAI_ENDPOINT/PAI_API_KEY, else $PAI_HOME/credentials
 (PAI_HOME defaults to ~/.pai); PAI_WORKSPACE sets the default workspace.
 """
@@ -66,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler.register(subparsers)
     jobs.register(subparsers)
     sweeps.register(subparsers)
+    lineage.register(subparsers)
     return parser
 
 

@@ -75,6 +75,11 @@ JOB_DETAIL = (
     Column("WORKLOAD", field("workload")),
     Column("CHECKPOINTS", lambda j: j.spec.checkpoint_uri or EMPTY),
     Column("OUTPUT", lambda j: j.spec.output_uri or EMPTY),
+    Column(
+        "DATA",
+        lambda j: ", ".join(d.dataset_version or d.uri for d in j.spec.data_sources) or EMPTY,
+    ),
+    Column("MODEL", lambda j: j.output_model_version or j.spec.output_model or EMPTY),
     Column("CREATED", timestamp("create_time")),
     Column("STARTED", timestamp("start_time")),
     Column("ENDED", timestamp("end_time")),
@@ -117,6 +122,19 @@ def register(subparsers: Subparsers) -> None:
     submit.add_argument("--silence-timeout", type=float, metavar="SECONDS", help="restart when logs go quiet")
     submit.add_argument("--checkpoint-uri", metavar="URI", help="checkpoint directory (default: dlc's)")
     submit.add_argument("--output-uri", metavar="URI", help="output directory (default: dlc's)")
+    submit.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME[:VERSION]",
+        help="a dataset version to read (default the latest); its path is $PAI_DATA_DIR (repeatable)",
+    )
+    submit.add_argument(
+        "--data", action="append", default=[], metavar="URI", help="a data directory by URI (repeatable)"
+    )
+    submit.add_argument(
+        "--output-model", metavar="MODEL", help="register the output directory as a new version of MODEL"
+    )
     submit.add_argument(
         "--wait", action="store_true", help="follow the job until it ends; exit 0 if it succeeds"
     )
@@ -208,9 +226,29 @@ def _spec_from_flags(ctx: Context, args: argparse.Namespace) -> job_spec_pb2.Job
         spec.active_deadline.FromTimedelta(dt.timedelta(seconds=args.deadline))
     if args.silence_timeout:
         spec.log_silence_timeout.FromTimedelta(dt.timedelta(seconds=args.silence_timeout))
+    for item in args.dataset:
+        spec.data_sources.add(dataset_version=dataset_version_name(ctx.workspace, item))
+    for uri in args.data:
+        spec.data_sources.add(uri=uri if "://" in uri else Path(uri).expanduser().resolve().as_uri())
+    if args.output_model:
+        spec.output_model = (
+            args.output_model
+            if args.output_model.startswith("workspaces/")
+            else f"{ctx.workspace}/models/{args.output_model}"
+        )
     if args.code:
         spec.code.uri = _copy_code(ctx, args.code, args.name)
     return spec
+
+
+def dataset_version_name(workspace: str, value: str) -> str:
+    """`qa` → the latest version of dataset qa; `qa:2` → its version 2; full names stay as they are."""
+    if value.startswith("workspaces/"):
+        return value
+    name, _, version = value.partition(":")
+    if not name:
+        raise UsageError(f"--dataset is NAME or NAME:VERSION: {value!r}")
+    return f"{workspace}/datasets/{name}/versions/{version or '@latest'}"
 
 
 def submit_job(ctx: Context) -> int:

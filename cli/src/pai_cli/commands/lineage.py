@@ -1,0 +1,232 @@
+"""`pai dataset ...` and `pai model ...`: the data jobs read and the models they register (lineage).
+
+`pai dataset create qa --uri ./data/qa` registers version 1 of dataset `qa` (a local path becomes a
+`file://` URI; lineage computes its size and checksum); `pai job submit ... --dataset qa` reads its
+latest version. A job with `--output-model qa-model` registers its output as a new model version
+when it succeeds; `pai model versions qa-model` lists them with the job that made each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from pai.lineage.v1 import dataset_pb2, model_pb2
+from pai_cli.client import collect
+from pai_cli.commands.common import (
+    Context,
+    Subparsers,
+    add_command,
+    add_group,
+    add_limit_option,
+    add_workspace_option,
+)
+from pai_cli.output import EMPTY, Column, enum, field, last_segment, timestamp
+
+DV = dataset_pb2.DatasetVersion
+MV = model_pb2.ModelVersion
+
+
+def _uri(value: str) -> str:
+    """A URI as given, or a local path as its `file://` URI."""
+    return value if "://" in value else Path(value).expanduser().resolve().as_uri()
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _metrics(v: model_pb2.ModelVersion) -> str:
+    return ", ".join(f"{k}={v.metrics[k]:.4g}" for k in sorted(v.metrics)) or EMPTY
+
+
+DATASET_COLUMNS = (
+    Column("NAME", last_segment("name")),
+    Column("VERSIONS", lambda d: str(d.version_count)),
+    Column("LATEST", lambda d: d.latest_version.rsplit("/", 1)[-1] if d.latest_version else EMPTY),
+    Column("CREATED", timestamp("create_time")),
+)
+DATASET_DETAIL = (
+    Column("NAME", field("name")),
+    Column("DESCRIPTION", field("description")),
+    Column("VERSIONS", lambda d: str(d.version_count)),
+    Column("LATEST", field("latest_version")),
+    Column("CREATED", timestamp("create_time")),
+)
+VERSION_COLUMNS = (
+    Column("VERSION", last_segment("name")),
+    Column("STATE", enum("state")),
+    Column("URI", field("uri")),
+    Column("SIZE", lambda v: _size(v.size_bytes)),
+    Column("FILES", lambda v: str(v.file_count)),
+    Column("CREATED", timestamp("create_time")),
+)
+MODEL_COLUMNS = (
+    Column("NAME", last_segment("name")),
+    Column("VERSIONS", lambda m: str(m.version_count)),
+    Column("LATEST", lambda m: m.latest_version.rsplit("/", 1)[-1] if m.latest_version else EMPTY),
+    Column("ALIASES", lambda m: ", ".join(f"{a}={m.aliases[a]}" for a in sorted(m.aliases)) or EMPTY),
+    Column("CREATED", timestamp("create_time")),
+)
+MODEL_VERSION_COLUMNS = (
+    Column("VERSION", last_segment("name")),
+    Column("STATE", enum("state")),
+    Column("JOB", lambda v: v.source_job.rsplit("/", 1)[-1] if v.source_job else EMPTY),
+    Column("METRICS", _metrics),
+    Column("ARTIFACT", field("artifact_uri")),
+    Column("CREATED", timestamp("create_time")),
+)
+
+
+def _named(ctx: Context, collection: str, value: str) -> str:
+    return value if value.startswith("workspaces/") else f"{ctx.workspace}/{collection}/{value}"
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add `dataset` and `model` to the command line."""
+    dataset = add_group(subparsers, "dataset", "datasets and their versions: the data jobs read")
+    create = add_command(dataset, "create", create_dataset, "register a dataset and its first version")
+    create.add_argument("name", metavar="NAME", help="the dataset's id in the workspace")
+    add_workspace_option(create)
+    create.add_argument("--uri", required=True, metavar="URI", help="where the data is (a local path or URI)")
+    create.add_argument("--description", default="", metavar="TEXT")
+    add_version = add_command(dataset, "add-version", add_dataset_version, "register a new version")
+    add_version.add_argument("name", metavar="NAME")
+    add_workspace_option(add_version)
+    add_version.add_argument("--uri", required=True, metavar="URI", help="where the new data is")
+    add_version.add_argument("--description", default="", metavar="TEXT")
+    listing = add_command(dataset, "list", list_datasets, "datasets in the workspace")
+    add_workspace_option(listing)
+    add_limit_option(listing)
+    get = add_command(dataset, "get", get_dataset, "one dataset")
+    get.add_argument("name", metavar="NAME")
+    add_workspace_option(get)
+    versions = add_command(dataset, "versions", list_dataset_versions, "a dataset's versions, newest first")
+    versions.add_argument("name", metavar="NAME")
+    add_workspace_option(versions)
+    add_limit_option(versions)
+
+    model = add_group(subparsers, "model", "the model registry: models and the versions jobs register")
+    listing = add_command(model, "list", list_models, "models in the workspace")
+    add_workspace_option(listing)
+    add_limit_option(listing)
+    get = add_command(model, "get", get_model, "one model")
+    get.add_argument("name", metavar="NAME")
+    add_workspace_option(get)
+    versions = add_command(model, "versions", list_model_versions, "a model's versions, newest first")
+    versions.add_argument("name", metavar="NAME")
+    add_workspace_option(versions)
+    add_limit_option(versions)
+
+
+def create_dataset(ctx: Context) -> int:
+    client = ctx.client
+    created: dataset_pb2.Dataset = client.call(
+        client.datasets.CreateDataset,
+        dataset_pb2.CreateDatasetRequest(
+            parent=ctx.workspace,
+            dataset_id=ctx.args.name,
+            dataset=dataset_pb2.Dataset(description=ctx.args.description),
+            initial_version=DV(uri=_uri(ctx.args.uri)),
+            request_id=str(uuid.uuid4()),
+        ),
+    )
+    ctx.output.resource(created, DATASET_DETAIL)
+    return 0
+
+
+def add_dataset_version(ctx: Context) -> int:
+    client = ctx.client
+    version: dataset_pb2.DatasetVersion = client.call(
+        client.datasets.CreateDatasetVersion,
+        dataset_pb2.CreateDatasetVersionRequest(
+            parent=_named(ctx, "datasets", ctx.args.name),
+            dataset_version=DV(uri=_uri(ctx.args.uri), description=ctx.args.description),
+            request_id=str(uuid.uuid4()),
+        ),
+    )
+    ctx.output.resource(version, VERSION_COLUMNS)
+    return 0
+
+
+def list_datasets(ctx: Context) -> int:
+    client = ctx.client
+
+    def fetch(token: str, size: int) -> tuple[list[dataset_pb2.Dataset], str]:
+        page: dataset_pb2.ListDatasetsResponse = client.call(
+            client.datasets.ListDatasets,
+            dataset_pb2.ListDatasetsRequest(parent=ctx.workspace, page_token=token, page_size=size),
+        )
+        return list(page.datasets), page.next_page_token
+
+    ctx.output.resources(collect(fetch, ctx.args.limit), DATASET_COLUMNS, f"datasets in {ctx.workspace}")
+    return 0
+
+
+def get_dataset(ctx: Context) -> int:
+    client = ctx.client
+    name = _named(ctx, "datasets", ctx.args.name)
+    ctx.output.resource(
+        client.call(client.datasets.GetDataset, dataset_pb2.GetDatasetRequest(name=name)), DATASET_DETAIL
+    )
+    return 0
+
+
+def list_dataset_versions(ctx: Context) -> int:
+    client = ctx.client
+    parent = _named(ctx, "datasets", ctx.args.name)
+
+    def fetch(token: str, size: int) -> tuple[list[dataset_pb2.DatasetVersion], str]:
+        page: dataset_pb2.ListDatasetVersionsResponse = client.call(
+            client.datasets.ListDatasetVersions,
+            dataset_pb2.ListDatasetVersionsRequest(parent=parent, page_token=token, page_size=size),
+        )
+        return list(page.dataset_versions), page.next_page_token
+
+    ctx.output.resources(collect(fetch, ctx.args.limit), VERSION_COLUMNS, f"versions of {parent}")
+    return 0
+
+
+def list_models(ctx: Context) -> int:
+    client = ctx.client
+
+    def fetch(token: str, size: int) -> tuple[list[model_pb2.Model], str]:
+        page: model_pb2.ListModelsResponse = client.call(
+            client.models.ListModels,
+            model_pb2.ListModelsRequest(parent=ctx.workspace, page_token=token, page_size=size),
+        )
+        return list(page.models), page.next_page_token
+
+    ctx.output.resources(collect(fetch, ctx.args.limit), MODEL_COLUMNS, f"models in {ctx.workspace}")
+    return 0
+
+
+def get_model(ctx: Context) -> int:
+    client = ctx.client
+    name = _named(ctx, "models", ctx.args.name)
+    ctx.output.resource(
+        client.call(client.models.GetModel, model_pb2.GetModelRequest(name=name)), MODEL_COLUMNS
+    )
+    return 0
+
+
+def list_model_versions(ctx: Context) -> int:
+    client = ctx.client
+    parent = _named(ctx, "models", ctx.args.name)
+
+    def fetch(token: str, size: int) -> tuple[list[model_pb2.ModelVersion], str]:
+        page: model_pb2.ListModelVersionsResponse = client.call(
+            client.models.ListModelVersions,
+            model_pb2.ListModelVersionsRequest(parent=parent, page_token=token, page_size=size),
+        )
+        return list(page.model_versions), page.next_page_token
+
+    ctx.output.resources(collect(fetch, ctx.args.limit), MODEL_VERSION_COLUMNS, f"versions of {parent}")
+    return 0
