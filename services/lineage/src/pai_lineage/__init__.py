@@ -1,0 +1,1 @@
+"""pai lineage: datasets, the model registry and the lineage graph."""

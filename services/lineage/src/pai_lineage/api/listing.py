@@ -1,0 +1,120 @@
+"""List filters (an AIP-160 subset) and key-based pages over an ordered list of resources."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from pai_common import pagination
+from pai_common.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
+Term = tuple[str, str, str]  # field, operator, value
+_TERM = re.compile(
+    r'^\s*([a-z_]+(?:\.[A-Za-z0-9_./-]+)?)\s*(<=|>=|!=|=|<|>)\s*("([^"]*)"|[A-Za-z0-9_.:+/-]+)\s*$'
+)
+
+
+def _bad(message: str) -> InvalidArgument:
+    return InvalidArgument("INVALID_FILTER", message, violations=[FieldViolation("filter", message)])
+
+
+def parse(expression: str, fields: Sequence[str], maps: Sequence[str] = ()) -> list[list[Term]]:
+    """`a = x AND (b = y OR b = z) AND create_time > "2026-01-01T00:00:00Z"`: AND of OR groups, each OR
+    group comparing one field; `maps` are prefixes like `labels` allowing `labels.<key>`."""
+    if not expression.strip():
+        return []
+    groups: list[list[Term]] = []
+    for part in re.split(r"\s+AND\s+", expression.strip()):
+        part = part.strip()
+        if part.startswith("(") and part.endswith(")"):
+            part = part[1:-1]
+        group: list[Term] = []
+        for alt in re.split(r"\s+OR\s+", part):
+            m = _TERM.match(alt)
+            if m is None:
+                raise _bad(f"cannot parse {alt.strip()!r}; use field <op> value joined by AND/OR")
+            key, op = m.group(1), m.group(2)
+            value = m.group(4) if m.group(4) is not None else m.group(3)
+            if key not in fields and key.split(".", 1)[0] not in maps:
+                known = ", ".join([*fields, *(f"{p}.<key>" for p in maps)])
+                raise _bad(f"unknown field {key!r}; known: {known}")
+            if group and group[0][0] != key:
+                raise _bad("an OR group must compare one field")
+            if key.endswith("_time"):
+                try:
+                    dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                except ValueError as exc:
+                    raise _bad(f"{key} needs an RFC 3339 time, not {value!r}") from exc
+            group.append((key, op, value))
+        groups.append(group)
+    return groups
+
+
+def _compare(have: str | None, op: str, want: str, key: str) -> bool:
+    if have is None:
+        return op == "!="
+    left: object = have
+    right: object = want
+    if key.endswith("_time"):
+        left = dt.datetime.fromisoformat(have.replace("Z", "+00:00"))
+        right = dt.datetime.fromisoformat(want.replace("Z", "+00:00"))
+    else:
+        with contextlib.suppress(ValueError):
+            left, right = float(have), float(want)
+    if op == "=":
+        return left == right
+    if op == "!=":
+        return left != right
+    try:
+        ordered: dict[str, bool] = {
+            "<": left < right,  # type: ignore[operator]
+            "<=": left <= right,  # type: ignore[operator]
+            ">": left > right,  # type: ignore[operator]
+            ">=": left >= right,  # type: ignore[operator]
+        }
+    except TypeError:
+        return False
+    return ordered[op]
+
+
+def matches(values: Mapping[str, str], groups: list[list[Term]]) -> bool:
+    return all(any(_compare(values.get(k), op, v, k) for k, op, v in group) for group in groups)
+
+
+def page(
+    items: list[T],
+    key: Callable[[T], list[str]],
+    *,
+    page_size: int,
+    page_token: str,
+    descending: bool = False,
+    **query: object,
+) -> tuple[list[T], str]:
+    """The page after the token's key in `items` (ordered by `key`, ascending or descending), and the
+    next token. The key, not an offset, marks the place, so changes between pages shift nothing."""
+    size = pagination.page_size(page_size)
+    fingerprint = pagination.fingerprint(**query)
+    after = pagination.decode_token(page_token, fingerprint, list)
+    start = 0
+    if after is not None:
+        if not all(isinstance(a, str) for a in after):
+            raise InvalidArgument(
+                "INVALID_PAGE_TOKEN",
+                "page_token is malformed",
+                violations=[FieldViolation("page_token", "page_token is malformed")],
+            )
+        start = sum(1 for i in items if (key(i) >= after if descending else key(i) <= after))
+    chosen = items[start : start + size]
+    token = ""
+    if start + size < len(items) and chosen:
+        token = pagination.PageToken(key(chosen[-1]), fingerprint).encode()
+    return chosen, token
+
+
+def time_key(value: dt.datetime) -> str:
+    """A timestamp as a string that sorts like the time."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,103 @@
+"""What every use case shares: the transaction around a store, idempotency keys, and timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from google.protobuf import timestamp_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pai_common.db import conflict, utcnow
+from pai_common.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+)
+from pai_lineage.db.store import Store
+from pai_lineage.domain.refusal import PRECONDITION, Refusal
+
+
+class Db:
+    """Transactions on lineage's store; the outbox relay is woken after a commit that wrote events."""
+
+    def __init__(self, engine: AsyncEngine, notify: Callable[[], None] = lambda: None) -> None:
+        self.engine = engine
+        self.notify = notify
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[Store]:
+        """One transaction: the changes and their events commit together or not at all."""
+        try:
+            async with self.engine.begin() as conn:
+                store = Store(conn)
+                yield store
+        except Exception as exc:
+            if conflict(exc):
+                raise Aborted(
+                    "CONCURRENT_MODIFICATION", "a concurrent request changed the same data; retry"
+                ) from exc
+            raise
+        if store.outbox.added:
+            self.notify()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[Store]:
+        async with self.engine.connect() as conn:
+            yield Store(conn)
+
+    def notify_soon(self, store: Store) -> None:
+        """For writes in someone else's transaction (an event handler's): wake the relay just after
+        the commit it cannot see; the relay's polling covers a slower commit."""
+        if store.outbox.added:
+            asyncio.get_running_loop().call_later(0.05, self.notify)
+
+
+def stamp(value: dt.datetime | None = None) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value or utcnow())
+    return out
+
+
+async def earlier_result(store: Store, request_id: str, method: str, target: str) -> str | None:
+    """The resource name a request with this id made before, or None for a new request; the same id
+    for a different request is REQUEST_ID_REUSED."""
+    if not request_id:
+        return None
+    earlier = await store.earlier_request(request_id)
+    if earlier is None:
+        return None
+    if earlier.method != method or earlier.target != target:
+        raise AlreadyExists(
+            "REQUEST_ID_REUSED",
+            f"request_id {request_id!r} was used for another request ({earlier.method} {earlier.target})",
+            request_id=request_id,
+        )
+    return str(earlier.result.get("name", ""))
+
+
+async def remember(store: Store, request_id: str, method: str, target: str, name: str) -> None:
+    if request_id:
+        await store.remember_request(request_id, method, target, {"name": name})
+
+
+@contextlib.contextmanager
+def obeying() -> Iterator[None]:
+    """Run domain rules: a `Refusal` becomes the API error it names (INVALID_ARGUMENT with the field
+    violation, or FAILED_PRECONDITION)."""
+    try:
+        yield
+    except Refusal as r:
+        error: DomainError
+        if r.status == PRECONDITION:
+            error = FailedPrecondition(r.reason, r.message)
+        else:
+            violations = [FieldViolation(r.field, r.message)] if r.field else []
+            error = InvalidArgument(r.reason, r.message, violations=violations)
+        error.metadata = dict(r.metadata)
+        raise error from None

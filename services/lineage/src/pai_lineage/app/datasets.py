@@ -1,0 +1,354 @@
+"""Datasets and their immutable versions: the use cases behind DatasetService."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from pai.lineage.v1 import dataset_pb2, events_pb2
+from pai_common.db import utcnow
+from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_lineage.app import artifacts, recording
+from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
+from pai_lineage.db.store import Store, Stored, check_etag
+from pai_lineage.domain import graph, versions
+
+Dataset = dataset_pb2.Dataset
+Version = dataset_pb2.DatasetVersion
+DATASET_FIELDS = ("display_name", "description", "labels", "data_type", "format")
+REGISTERED = "pai.lineage.dataset_version.created"
+
+
+def dataset_of(version_name: str) -> str:
+    """`workspaces/w/datasets/d/versions/v` -> `workspaces/w/datasets/d`."""
+    return version_name.rsplit("/versions/", 1)[0]
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound("DATASET_NOT_FOUND", f"{name} does not exist", dataset=name)
+
+
+def _version_not_found(name: str) -> NotFound:
+    return NotFound("DATASET_VERSION_NOT_FOUND", f"{name} does not exist", dataset_version=name)
+
+
+def check_same_workspace(job: str, resource: str, field: str) -> None:
+    """A version's `source_job` runs in the version's own workspace."""
+    if job and graph.workspace_of(job) != graph.workspace_of(resource):
+        message = f"{job} is not in {graph.workspace_of(resource)}"
+        raise InvalidArgument(
+            "WORKSPACE_MISMATCH", message, violations=[FieldViolation(field, message)], source_job=job
+        )
+
+
+def node_attributes(v: dataset_pb2.DatasetVersion) -> dict[str, str]:
+    return {"uri": v.uri, "state": Version.State.Name(v.state), "checksum": v.checksum}
+
+
+class Datasets:
+    """Every change in one transaction with its events (and graph nodes and edges)."""
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    # ---- datasets ------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        parent: str,
+        dataset_id: str,
+        given: dataset_pb2.Dataset,
+        request_id: str,
+        creator: str,
+        initial: dataset_pb2.DatasetVersion | None,
+    ) -> dataset_pb2.Dataset:
+        name = f"{parent}/datasets/{dataset_id}"
+        facts = await self._facts(initial, "initial_version.uri") if initial is not None else None
+        async with self.db.write() as s:
+            earlier = await earlier_result(s, request_id, "CreateDataset", name)
+            if earlier:
+                return await self._get(s, earlier)
+            if await s.datasets.get(name) is not None:
+                raise AlreadyExists("DATASET_ALREADY_EXISTS", f"{name} already exists", dataset=name)
+            now = utcnow()
+            new = Dataset(
+                name=name,
+                uid=str(uuid.uuid4()),
+                display_name=given.display_name,
+                description=given.description,
+                labels=dict(given.labels),
+                data_type=given.data_type,
+                format=given.format,
+                creator=creator,
+                create_time=stamp(now),
+                update_time=stamp(now),
+            )
+            ds = Stored(new, 0)
+            await s.datasets.insert(ds, now)
+            created: dataset_pb2.DatasetVersion | None = None
+            if initial is not None and facts is not None:
+                created = await self._add_version(s, ds, "1", initial, creator, facts)
+            await s.publish("pai.lineage.dataset.created", events_pb2.DatasetCreated(dataset=ds.msg))
+            if created is not None:
+                await s.publish(REGISTERED, events_pb2.DatasetVersionCreated(dataset_version=created))
+            await remember(s, request_id, "CreateDataset", name, name)
+        return ds.msg
+
+    async def get(self, name: str) -> dataset_pb2.Dataset:
+        async with self.db.read() as s:
+            return await self._get(s, name)
+
+    async def _get(self, s: Store, name: str) -> dataset_pb2.Dataset:
+        found = await s.datasets.get(name)
+        if found is None:
+            raise _not_found(name)
+        return found.msg
+
+    async def list_datasets(self, parent: str) -> list[dataset_pb2.Dataset]:
+        async with self.db.read() as s:
+            return [d.msg for d in await s.datasets.under({"workspace": parent.split("/")[1]})]
+
+    async def update(self, given: dataset_pb2.Dataset, fields: set[str]) -> dataset_pb2.Dataset:
+        async with self.db.write() as s:
+            ds = await s.datasets.get(given.name)
+            if ds is None:
+                raise _not_found(given.name)
+            check_etag(ds.name, ds.msg.etag, given.etag)
+            for f in fields:
+                if f == "labels":
+                    ds.msg.labels.clear()
+                    ds.msg.labels.update(given.labels)
+                else:
+                    setattr(ds.msg, f, getattr(given, f))
+            ds.msg.update_time.CopyFrom(stamp())
+            await s.datasets.save(ds)
+            await s.publish("pai.lineage.dataset.updated", events_pb2.DatasetUpdated(dataset=ds.msg))
+        return ds.msg
+
+    async def delete(self, name: str, etag: str, force: bool) -> None:
+        async with self.db.write() as s:
+            ds = await s.datasets.get(name)
+            if ds is None:
+                raise _not_found(name)
+            check_etag(name, ds.msg.etag, etag)
+            key = s.datasets.key(name)
+            children = await s.dataset_versions.under({"workspace": key["workspace"], "dataset": key["id"]})
+            if children and not force:
+                raise FailedPrecondition(
+                    "DATASET_HAS_VERSIONS",
+                    f"{name} has {len(children)} versions; delete them or set force",
+                    dataset=name,
+                )
+            for v in children:
+                await self._drop_version(s, v)
+            await s.datasets.delete(name)
+            await s.publish("pai.lineage.dataset.deleted", events_pb2.DatasetDeleted(dataset=ds.msg))
+
+    # ---- versions ------------------------------------------------------------------------------
+
+    async def _facts(self, v: dataset_pb2.DatasetVersion, field: str) -> artifacts.Facts:
+        if not v.uri:
+            message = "uri is required"
+            raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation(field, message)])
+        return await artifacts.complete(v.uri, v.size_bytes, v.file_count, v.checksum, field=field)
+
+    async def create_version(
+        self,
+        parent: str,
+        version_id: str,
+        given: dataset_pb2.DatasetVersion,
+        request_id: str,
+        creator: str,
+    ) -> dataset_pb2.DatasetVersion:
+        target = f"{parent}/versions/{version_id}"
+        async with self.db.read() as s:  # fail fast before reading the data
+            if await s.datasets.get(parent) is None:
+                raise _not_found(parent)
+        facts = await self._facts(given, "dataset_version.uri")
+        async with self.db.write() as s:
+            earlier = await earlier_result(s, request_id, "CreateDatasetVersion", target)
+            if earlier:
+                return await self.version_in(s, earlier)
+            ds = await s.datasets.get(parent)
+            if ds is None:
+                raise _not_found(parent)
+            created = await self._add_version(s, ds, version_id, given, creator, facts)
+            await s.publish(REGISTERED, events_pb2.DatasetVersionCreated(dataset_version=created))
+            await remember(s, request_id, "CreateDatasetVersion", target, created.name)
+        return created
+
+    async def _add_version(
+        self,
+        s: Store,
+        ds: Stored[dataset_pb2.Dataset],
+        version_id: str,
+        given: dataset_pb2.DatasetVersion,
+        creator: str,
+        facts: artifacts.Facts,
+    ) -> dataset_pb2.DatasetVersion:
+        check_same_workspace(given.source_job, ds.name, "dataset_version.source_job")
+        key = s.datasets.key(ds.name)
+        parent = {"workspace": key["workspace"], "dataset": key["id"]}
+        ids = await s.dataset_versions.ids(parent)
+        vid = version_id or versions.next_version_id(ids)
+        name = f"{ds.name}/versions/{vid}"
+        if vid in ids:
+            raise AlreadyExists(
+                "DATASET_VERSION_ALREADY_EXISTS", f"{name} already exists", dataset_version=name
+            )
+        now = utcnow()
+        new = Version(
+            name=name,
+            uid=str(uuid.uuid4()),
+            display_name=given.display_name,
+            description=given.description,
+            labels=dict(given.labels),
+            uri=given.uri,
+            size_bytes=facts.size_bytes,
+            file_count=facts.file_count,
+            checksum=facts.checksum,
+            columns=list(given.columns),
+            metadata=dict(given.metadata),
+            state=Version.ACTIVE,
+            source_job=given.source_job,
+            creator=creator,
+            create_time=stamp(now),
+            update_time=stamp(now),
+        )
+        stored = Stored(new, 0)
+        await s.dataset_versions.insert(stored, now)
+        await recording.put_node(
+            s,
+            name,
+            graph.DATASET_VERSION,
+            display_name=new.display_name or recording.default_display_name(name, graph.DATASET_VERSION),
+            attributes=node_attributes(new),
+            deleted=False,
+        )
+        if new.source_job:
+            await recording.record_edge(
+                s, graph.workspace_of(name) or "", new.source_job, graph.JOB, graph.PRODUCED,
+                name, graph.DATASET_VERSION, origin=recording.EVENT, recorder=REGISTERED,
+            )  # fmt: skip
+        await self._refresh(s, ds)
+        return stored.msg
+
+    async def _refresh(self, s: Store, ds: Stored[dataset_pb2.Dataset]) -> None:
+        """The dataset's view of its versions: the newest ACTIVE one and how many there are."""
+        key = s.datasets.key(ds.name)
+        all_versions = await s.dataset_versions.under(
+            {"workspace": key["workspace"], "dataset": key["id"]}, newest_first=True
+        )
+        latest = next((v.msg.name for v in all_versions if v.msg.state == Version.ACTIVE), "")
+        ds.msg.latest_version = latest
+        ds.msg.version_count = len(all_versions)
+        ds.msg.update_time.CopyFrom(stamp())
+        await s.datasets.save(ds)
+
+    async def get_version(self, name: str) -> dataset_pb2.DatasetVersion:
+        async with self.db.read() as s:
+            return await self.version_in(s, name)
+
+    async def version_in(self, s: Store, name: str) -> dataset_pb2.DatasetVersion:
+        return (await self._stored_version(s, name)).msg
+
+    async def _stored_version(self, s: Store, name: str) -> Stored[dataset_pb2.DatasetVersion]:
+        if name.endswith("/versions/@latest"):
+            ds = await s.datasets.get(dataset_of(name))
+            if ds is None or not ds.msg.latest_version:
+                raise NotFound(
+                    "DATASET_VERSION_NOT_FOUND",
+                    f"{dataset_of(name)} has no ACTIVE version",
+                    dataset_version=name,
+                )
+            name = ds.msg.latest_version
+        found = await s.dataset_versions.get(name)
+        if found is None:
+            raise _version_not_found(name)
+        return found
+
+    async def exists(self, s: Store, name: str) -> bool:
+        try:
+            await self._stored_version(s, name)
+        except NotFound:
+            return False
+        return True
+
+    async def list_versions(self, parent: str) -> list[dataset_pb2.DatasetVersion]:
+        async with self.db.read() as s:
+            if await s.datasets.get(parent) is None:
+                raise _not_found(parent)
+            key = s.datasets.key(parent)
+            rows = await s.dataset_versions.under(
+                {"workspace": key["workspace"], "dataset": key["id"]}, newest_first=True
+            )
+            return [v.msg for v in rows]
+
+    async def update_version(
+        self, given: dataset_pb2.DatasetVersion, fields: set[str]
+    ) -> dataset_pb2.DatasetVersion:
+        async with self.db.write() as s:
+            v = await s.dataset_versions.get(given.name)
+            if v is None:
+                raise _version_not_found(given.name)
+            check_etag(v.name, v.msg.etag, given.etag)
+            for f in fields:
+                if f == "labels":
+                    v.msg.labels.clear()
+                    v.msg.labels.update(given.labels)
+                else:
+                    setattr(v.msg, f, getattr(given, f))
+            v.msg.update_time.CopyFrom(stamp())
+            await s.dataset_versions.save(v)
+            if "display_name" in fields:
+                await recording.put_node(
+                    s, v.name, graph.DATASET_VERSION,
+                    display_name=v.msg.display_name
+                    or recording.default_display_name(v.name, graph.DATASET_VERSION),
+                )  # fmt: skip
+            await s.publish(
+                "pai.lineage.dataset_version.updated", events_pb2.DatasetVersionUpdated(dataset_version=v.msg)
+            )
+        return v.msg
+
+    async def delete_version(self, name: str, etag: str) -> None:
+        async with self.db.write() as s:
+            v = await s.dataset_versions.get(name)
+            if v is None:
+                raise _version_not_found(name)
+            check_etag(name, v.msg.etag, etag)
+            await self._drop_version(s, v)
+            ds = await s.datasets.get(dataset_of(name))
+            if ds is not None:
+                await self._refresh(s, ds)
+
+    async def _drop_version(self, s: Store, v: Stored[dataset_pb2.DatasetVersion]) -> None:
+        await s.dataset_versions.delete(v.name)
+        await recording.mark_deleted(s, v.name, graph.DATASET_VERSION)
+        await s.publish(
+            "pai.lineage.dataset_version.deleted", events_pb2.DatasetVersionDeleted(dataset_version=v.msg)
+        )
+
+    async def change_state(self, name: str, etag: str, target: int) -> dataset_pb2.DatasetVersion:
+        """Archive or unarchive."""
+        state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
+        async with self.db.write() as s:
+            v = await s.dataset_versions.get(name)
+            if v is None:
+                raise _version_not_found(name)
+            check_etag(name, v.msg.etag, etag)
+            previous = v.msg.state
+            with obeying():
+                versions.transition(state_name(previous), state_name(target), name)
+            v.msg.state = target  # type: ignore[assignment]
+            v.msg.update_time.CopyFrom(stamp())
+            await s.dataset_versions.save(v)
+            await recording.put_node(s, name, graph.DATASET_VERSION, attributes=node_attributes(v.msg))
+            ds = await s.datasets.get(dataset_of(name))
+            if ds is not None:
+                await self._refresh(s, ds)
+            await s.publish(
+                "pai.lineage.dataset_version.state_changed",
+                events_pb2.DatasetVersionStateChanged(dataset_version=v.msg, previous_state=previous),
+            )
+        return v.msg

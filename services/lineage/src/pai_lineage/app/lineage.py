@@ -1,0 +1,229 @@
+"""The lineage graph's use cases: walk it, record and delete edges by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from pai.lineage.v1 import events_pb2, lineage_pb2
+from pai_common.errors import FieldViolation, InvalidArgument, NotFound
+from pai_lineage.app import recording
+from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
+from pai_lineage.app.datasets import Datasets
+from pai_lineage.app.models import Models
+from pai_lineage.db.store import Store, check_etag, etag_of
+from pai_lineage.domain import graph
+
+Node = lineage_pb2.LineageNode
+Edge = lineage_pb2.LineageEdge
+DEFAULT_DEPTH = 5
+DEFAULT_NODES = 500
+_DATASET = re.compile(r"^workspaces/[^/]+/datasets/[^/]+$")
+_MODEL = re.compile(r"^workspaces/[^/]+/models/[^/]+$")
+
+
+@dataclass
+class Query:
+    """A walk's answer: the root, nodes nearest first (with distances), the edges among them."""
+
+    root: lineage_pb2.LineageNode
+    nodes: list[lineage_pb2.LineageNode]
+    edges: list[lineage_pb2.LineageEdge]
+    truncated: bool
+    # node name -> when lineage last saw it (for OpenLineage event times)
+    seen: dict[str, dt.datetime]
+
+
+def direction_name(value: int) -> str:
+    return {1: graph.UPSTREAM, 2: graph.DOWNSTREAM}.get(value, graph.BOTH)
+
+
+def node_message(row: sa.Row[Any], distance: int) -> lineage_pb2.LineageNode:
+    return Node(
+        name=row.name,
+        kind=Node.Kind.Value(row.kind),
+        display_name=row.display_name,
+        attributes={str(k): str(v) for k, v in (row.attributes or {}).items()},
+        deleted=row.deleted,
+        distance=distance,
+        create_time=stamp(row.create_time),
+    )
+
+
+class Lineage:
+    def __init__(self, db: Db, datasets: Datasets, models: Models) -> None:
+        self.db = db
+        self.datasets = datasets
+        self.models = models
+
+    async def _start(self, s: Store, parent: str, entity: str) -> str:
+        """The node a query starts at: aliases and `@latest` resolved, a dataset or model standing for
+        its latest version."""
+        ws = graph.workspace_of(entity)
+        if ws is not None and ws != parent:
+            message = f"{entity} is not in {parent}"
+            raise InvalidArgument(
+                "WORKSPACE_MISMATCH", message, violations=[FieldViolation("entity", message)], entity=entity
+            )
+        name = entity
+        if _DATASET.match(entity) or _MODEL.match(entity):
+            name = f"{entity}/versions/@latest"
+        try:
+            if "/datasets/" in name and name.endswith("/versions/@latest"):
+                name = (await self.datasets.version_in(s, name)).name
+            elif "/models/" in name and "/versions/@" in name:
+                name = await self.models.resolve(s, name)
+        except NotFound as error:
+            raise NotFound(
+                "LINEAGE_NODE_NOT_FOUND", f"lineage knows no entity {entity}: {error.message}", entity=entity
+            ) from error
+        if await s.node(recording.node_workspace(name, parent), name) is None:
+            raise NotFound("LINEAGE_NODE_NOT_FOUND", f"lineage knows no entity {entity}", entity=entity)
+        return name
+
+    async def query(self, parent: str, entity: str, direction: int, max_depth: int, max_nodes: int) -> Query:
+        depth = max_depth or DEFAULT_DEPTH
+        limit = max_nodes or DEFAULT_NODES
+        ws = parent.split("/")[1]
+        async with self.db.read() as s:
+            start = await self._start(s, parent, entity)
+            # gather the neighbourhood one hop further than the walk, so it can tell it was cut short
+            rows: dict[str, sa.Row[Any]] = {}
+            frontier, seen = {start}, {start}
+            cut = False  # the neighbourhood grew far past the node limit: stop reading it
+            for _ in range(depth + 1):
+                if not frontier:
+                    break
+                if len(seen) > limit * 4 + 100:
+                    cut = True
+                    break
+                touching = await s.edges_touching(ws, sorted(frontier))
+                frontier = set()
+                for r in touching:
+                    rows[r.id] = r
+                    for end in (r.source, r.target):
+                        if end not in seen:
+                            seen.add(end)
+                            frontier.add(end)
+            walked = graph.walk(
+                start,
+                [graph.Edge(r.id, r.source, r.target, r.type) for r in rows.values()],
+                direction_name(direction),
+                depth,
+                limit,
+            )
+            names = list(walked.distances)
+            found: dict[str, sa.Row[Any]] = {}
+            by_ws: dict[str, list[str]] = {}
+            for n in names:
+                by_ws.setdefault(recording.node_workspace(n, parent), []).append(n)
+            for w, group in by_ws.items():
+                found.update(await s.nodes(w, group))
+        nodes = []
+        kinds = {r.source: r.source_kind for r in rows.values()} | {
+            r.target: r.target_kind for r in rows.values()
+        }
+        seen_at: dict[str, dt.datetime] = {}
+        for n, d in walked.distances.items():
+            row = found.get(n)
+            if row is None:  # an edge's end without a node (should not happen): show what the edge says
+                nodes.append(
+                    Node(name=n, kind=Node.Kind.Value(kinds.get(n, "EXTERNAL")), display_name=n, distance=d)
+                )
+                continue
+            nodes.append(node_message(row, d))
+            seen_at[n] = row.observed_time or row.update_time
+        edges = [recording.edge_message(rows[e.id]) for e in walked.edges]
+        return Query(nodes[0], nodes, edges, walked.truncated or cut, seen_at)
+
+    # ---- edges -----------------------------------------------------------------------------------
+
+    async def record(
+        self,
+        parent: str,
+        edges: list[lineage_pb2.LineageEdge],
+        nodes: list[lineage_pb2.LineageNode],
+        request_id: str,
+        recorder: str,
+    ) -> list[lineage_pb2.LineageEdge]:
+        for i, e in enumerate(edges):
+            with obeying():
+                graph.check_edge(
+                    e.source, Node.Kind.Name(e.source_kind), Edge.Type.Name(e.type), e.target,
+                    Node.Kind.Name(e.target_kind), parent, i,
+                )  # fmt: skip
+        for i, n in enumerate(nodes):
+            if n.kind != Node.EXTERNAL:
+                message = (
+                    "only EXTERNAL entities can be described here; pai entities take theirs from their owners"
+                )
+                raise InvalidArgument(
+                    "INVALID_ARGUMENT", message, violations=[FieldViolation(f"nodes[{i}].kind", message)]
+                )
+        target = ",".join(graph.edge_id(e.source, Edge.Type.Name(e.type), e.target) for e in edges)
+        ws = parent.split("/")[1]
+        async with self.db.write() as s:
+            earlier = await earlier_result(s, request_id, "RecordLineage", f"{parent}:{target}")
+            if earlier:
+                out = []
+                for eid in earlier.split(","):
+                    row = await s.edge(ws, eid)
+                    if row is not None:
+                        out.append(recording.edge_message(row))
+                return out
+            known = [graph.Edge(r.id, r.source, r.target, r.type) for r in await s.live_edges(ws)]
+            for n in nodes:
+                await recording.put_node(
+                    s, n.name, graph.EXTERNAL, context=parent, display_name=n.display_name or n.name,
+                    attributes=dict(n.attributes),
+                )  # fmt: skip
+            out = []
+            for e in edges:
+                type_ = Edge.Type.Name(e.type)
+                eid = graph.edge_id(e.source, type_, e.target)
+                existing = await s.edge(ws, eid)
+                if existing is None or existing.deleted:
+                    with obeying():
+                        graph.check_no_cycle(known, e.source, e.target)
+                when = e.event_time.ToDatetime(dt.UTC) if e.HasField("event_time") else None
+                edge, _ = await recording.record_edge(
+                    s, parent, e.source, Node.Kind.Name(e.source_kind), type_, e.target,
+                    Node.Kind.Name(e.target_kind), origin=recording.API, recorder=recorder,
+                    attributes=dict(e.attributes), event_time=when,
+                )  # fmt: skip
+                known.append(graph.Edge(eid, e.source, e.target, type_))
+                out.append(edge)
+            await remember(
+                s, request_id, "RecordLineage", f"{parent}:{target}",
+                ",".join(e.name.rsplit("/", 1)[1] for e in out),
+            )  # fmt: skip
+        return out
+
+    async def _edge(self, s: Store, name: str) -> sa.Row[Any]:
+        parts = name.split("/")
+        row = await s.edge(parts[1], parts[3])
+        if row is None or row.deleted:
+            raise NotFound("LINEAGE_EDGE_NOT_FOUND", f"{name} does not exist", lineage_edge=name)
+        return row
+
+    async def get_edge(self, name: str) -> lineage_pb2.LineageEdge:
+        async with self.db.read() as s:
+            return recording.edge_message(await self._edge(s, name))
+
+    async def list_edges(self, parent: str) -> list[lineage_pb2.LineageEdge]:
+        async with self.db.read() as s:
+            return [recording.edge_message(r) for r in await s.live_edges(parent.split("/")[1])]
+
+    async def delete_edge(self, name: str, etag: str) -> None:
+        async with self.db.write() as s:
+            row = await self._edge(s, name)
+            check_etag(name, etag_of(row.version), etag)
+            edge = recording.edge_message(row)
+            await s.update_edge(row.workspace, row.id, deleted=True, version=row.version + 1)
+            await s.publish(
+                "pai.lineage.lineage_edge.deleted", events_pb2.LineageEdgeDeleted(lineage_edge=edge)
+            )

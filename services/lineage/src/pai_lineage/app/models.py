@@ -1,0 +1,471 @@
+"""The model registry: models, their immutable versions and aliases, behind ModelRegistryService."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from pai.lineage.v1 import events_pb2, model_pb2
+from pai_common.db import utcnow
+from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_lineage.app import artifacts, recording
+from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
+from pai_lineage.app.datasets import Datasets, check_same_workspace
+from pai_lineage.db.store import Store, Stored, check_etag
+from pai_lineage.domain import graph, versions
+
+Model = model_pb2.Model
+Version = model_pb2.ModelVersion
+MODEL_FIELDS = ("display_name", "description", "labels", "task", "framework")
+REGISTERED = "pai.lineage.model_version.created"
+
+
+def model_of(version_name: str) -> str:
+    return version_name.rsplit("/versions/", 1)[0]
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound("MODEL_NOT_FOUND", f"{name} does not exist", model=name)
+
+
+def _version_not_found(name: str) -> NotFound:
+    return NotFound("MODEL_VERSION_NOT_FOUND", f"{name} does not exist", model_version=name)
+
+
+def node_attributes(v: model_pb2.ModelVersion) -> dict[str, str]:
+    out = {
+        "uri": v.artifact_uri,
+        "state": Version.State.Name(v.state),
+        "framework": model_pb2.ModelFramework.Name(v.framework),
+    }
+    for key, value in sorted(v.metrics.items())[:60]:
+        out[f"metric.{key}"] = repr(value)
+    return out
+
+
+class Models:
+    """Every change in one transaction with its events (and graph nodes and edges)."""
+
+    def __init__(self, db: Db, datasets: Datasets) -> None:
+        self.db = db
+        self.datasets = datasets
+
+    # ---- models --------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        parent: str,
+        model_id: str,
+        given: model_pb2.Model,
+        request_id: str,
+        creator: str,
+        initial: model_pb2.ModelVersion | None,
+    ) -> model_pb2.Model:
+        name = f"{parent}/models/{model_id}"
+        facts = await self.facts(initial, "initial_version.artifact_uri") if initial is not None else None
+        async with self.db.write() as s:
+            earlier = await earlier_result(s, request_id, "CreateModel", name)
+            if earlier:
+                return await self._get(s, earlier)
+            m = await self.insert_model(s, name, given, creator)
+            created = None
+            if initial is not None and facts is not None:
+                created = await self._add_version(s, m, "1", initial, creator, facts)
+            await s.publish("pai.lineage.model.created", events_pb2.ModelCreated(model=m.msg))
+            if created is not None:
+                await s.publish(REGISTERED, events_pb2.ModelVersionCreated(model_version=created))
+            await remember(s, request_id, "CreateModel", name, name)
+        return m.msg
+
+    async def insert_model(
+        self, s: Store, name: str, given: model_pb2.Model, creator: str
+    ) -> Stored[model_pb2.Model]:
+        if await s.models.get(name) is not None:
+            raise AlreadyExists("MODEL_ALREADY_EXISTS", f"{name} already exists", model=name)
+        now = utcnow()
+        new = Model(
+            name=name,
+            uid=str(uuid.uuid4()),
+            display_name=given.display_name,
+            description=given.description,
+            labels=dict(given.labels),
+            task=given.task,
+            framework=given.framework,
+            creator=creator,
+            create_time=stamp(now),
+            update_time=stamp(now),
+        )
+        m = Stored(new, 0)
+        await s.models.insert(m, now)
+        return m
+
+    async def get(self, name: str) -> model_pb2.Model:
+        async with self.db.read() as s:
+            return await self._get(s, name)
+
+    async def _get(self, s: Store, name: str) -> model_pb2.Model:
+        found = await s.models.get(name)
+        if found is None:
+            raise _not_found(name)
+        return found.msg
+
+    async def list_models(self, parent: str) -> list[model_pb2.Model]:
+        async with self.db.read() as s:
+            return [m.msg for m in await s.models.under({"workspace": parent.split("/")[1]})]
+
+    async def update(self, given: model_pb2.Model, fields: set[str]) -> model_pb2.Model:
+        async with self.db.write() as s:
+            m = await s.models.get(given.name)
+            if m is None:
+                raise _not_found(given.name)
+            check_etag(m.name, m.msg.etag, given.etag)
+            for f in fields:
+                if f == "labels":
+                    m.msg.labels.clear()
+                    m.msg.labels.update(given.labels)
+                else:
+                    setattr(m.msg, f, getattr(given, f))
+            m.msg.update_time.CopyFrom(stamp())
+            await s.models.save(m)
+            await s.publish("pai.lineage.model.updated", events_pb2.ModelUpdated(model=m.msg))
+        return m.msg
+
+    async def delete(self, name: str, etag: str, force: bool) -> None:
+        async with self.db.write() as s:
+            m = await s.models.get(name)
+            if m is None:
+                raise _not_found(name)
+            check_etag(name, m.msg.etag, etag)
+            children = await s.model_versions.under(self._children(s, name))
+            if children and not force:
+                raise FailedPrecondition(
+                    "MODEL_HAS_VERSIONS",
+                    f"{name} has {len(children)} versions; delete them or set force",
+                    model=name,
+                )
+            for v in children:
+                await self._drop_version(s, v)
+            await s.models.delete(name)
+            await s.publish("pai.lineage.model.deleted", events_pb2.ModelDeleted(model=m.msg))
+
+    def _children(self, s: Store, model: str) -> dict[str, str]:
+        key = s.models.key(model)
+        return {"workspace": key["workspace"], "model": key["id"]}
+
+    # ---- aliases -------------------------------------------------------------------------------
+
+    async def set_alias(self, name: str, alias: str, version_id: str, etag: str) -> model_pb2.Model:
+        with obeying():
+            versions.check_alias(alias)
+        async with self.db.write() as s:
+            m = await s.models.get(name)
+            if m is None:
+                raise _not_found(name)
+            check_etag(name, m.msg.etag, etag)
+            target = f"{name}/versions/{version_id}"
+            v = await s.model_versions.get(target)
+            if v is None:
+                raise _version_not_found(target)
+            if v.msg.state != Version.ACTIVE:
+                raise FailedPrecondition(
+                    "VERSION_ARCHIVED", f"{target} is ARCHIVED; unarchive it first", model_version=target
+                )
+            previous = m.msg.aliases.get(alias, "")
+            if previous == version_id:
+                return m.msg
+            m.msg.aliases[alias] = version_id
+            m.msg.update_time.CopyFrom(stamp())
+            await s.models.save(m)
+            await s.publish(
+                "pai.lineage.model.alias_changed",
+                events_pb2.ModelAliasChanged(
+                    model=m.msg, alias=alias, version_id=version_id, previous_version_id=previous
+                ),
+            )
+        return m.msg
+
+    async def delete_alias(self, name: str, alias: str, etag: str) -> model_pb2.Model:
+        async with self.db.write() as s:
+            m = await s.models.get(name)
+            if m is None:
+                raise _not_found(name)
+            check_etag(name, m.msg.etag, etag)
+            if alias not in m.msg.aliases:
+                raise NotFound("ALIAS_NOT_FOUND", f"{name} has no alias {alias!r}", model=name, alias=alias)
+            previous = m.msg.aliases.pop(alias)
+            m.msg.update_time.CopyFrom(stamp())
+            await s.models.save(m)
+            await s.publish(
+                "pai.lineage.model.alias_changed",
+                events_pb2.ModelAliasChanged(model=m.msg, alias=alias, previous_version_id=previous),
+            )
+        return m.msg
+
+    # ---- versions ------------------------------------------------------------------------------
+
+    async def facts(
+        self, v: model_pb2.ModelVersion, field: str, *, missing_ok: bool = False
+    ) -> artifacts.Facts:
+        if not v.artifact_uri:
+            message = "artifact_uri is required"
+            raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation(field, message)])
+        return await artifacts.complete(
+            v.artifact_uri, v.size_bytes, 0, v.checksum, field=field, missing_ok=missing_ok
+        )
+
+    async def create_version(
+        self,
+        parent: str,
+        version_id: str,
+        given: model_pb2.ModelVersion,
+        request_id: str,
+        creator: str,
+    ) -> model_pb2.ModelVersion:
+        async with self.db.read() as s:  # fail fast before reading the artifact
+            if await s.models.get(parent) is None:
+                raise _not_found(parent)
+        facts = await self.facts(given, "model_version.artifact_uri")
+        async with self.db.write() as s:
+            return await self.register(s, parent, version_id, given, request_id, creator, facts)
+
+    async def register(
+        self,
+        s: Store,
+        parent: str,
+        version_id: str,
+        given: model_pb2.ModelVersion,
+        request_id: str,
+        creator: str,
+        facts: artifacts.Facts,
+    ) -> model_pb2.ModelVersion:
+        """Register a version in the caller's transaction (the API's, or an event handler's)."""
+        target = f"{parent}/versions/{version_id}"
+        earlier = await earlier_result(s, request_id, "CreateModelVersion", target)
+        if earlier:
+            return await self._get_version(s, earlier)
+        m = await s.models.get(parent)
+        if m is None:
+            raise _not_found(parent)
+        created = await self._add_version(s, m, version_id, given, creator, facts)
+        await s.publish(REGISTERED, events_pb2.ModelVersionCreated(model_version=created))
+        await remember(s, request_id, "CreateModelVersion", target, created.name)
+        return created
+
+    async def _add_version(
+        self,
+        s: Store,
+        m: Stored[model_pb2.Model],
+        version_id: str,
+        given: model_pb2.ModelVersion,
+        creator: str,
+        facts: artifacts.Facts,
+    ) -> model_pb2.ModelVersion:
+        check_same_workspace(given.source_job, m.name, "model_version.source_job")
+        for i, ds in enumerate(given.training_datasets):
+            if not await self.datasets.exists(s, ds):
+                raise NotFound(
+                    "DATASET_VERSION_NOT_FOUND",
+                    f"training_datasets[{i}]: {ds} does not exist",
+                    dataset_version=ds,
+                )
+        if given.base_model_version and await s.model_versions.get(given.base_model_version) is None:
+            raise _version_not_found(given.base_model_version)
+        ids = await s.model_versions.ids(self._children(s, m.name))
+        vid = version_id or versions.next_version_id(ids)
+        name = f"{m.name}/versions/{vid}"
+        if vid in ids:
+            raise AlreadyExists("MODEL_VERSION_ALREADY_EXISTS", f"{name} already exists", model_version=name)
+        now = utcnow()
+        new = Version(
+            name=name,
+            uid=str(uuid.uuid4()),
+            display_name=given.display_name,
+            description=given.description,
+            labels=dict(given.labels),
+            artifact_uri=given.artifact_uri,
+            framework=given.framework or m.msg.framework,
+            format=given.format,
+            size_bytes=facts.size_bytes,
+            checksum=facts.checksum,
+            metrics=dict(given.metrics),
+            params=dict(given.params),
+            source_job=given.source_job,
+            training_datasets=list(given.training_datasets),
+            base_model_version=given.base_model_version,
+            state=Version.ACTIVE,
+            creator=creator,
+            create_time=stamp(now),
+            update_time=stamp(now),
+        )
+        if given.HasField("signature"):
+            new.signature.CopyFrom(given.signature)
+        stored = Stored(new, 0)
+        await s.model_versions.insert(stored, now)
+        await self._record_graph(s, new)
+        await self._refresh(s, m)
+        return stored.msg
+
+    async def _record_graph(self, s: Store, v: model_pb2.ModelVersion) -> None:
+        mv = graph.MODEL_VERSION
+        await recording.put_node(
+            s, v.name, mv,
+            display_name=v.display_name or recording.default_display_name(v.name, mv),
+            attributes=node_attributes(v), deleted=False,
+        )  # fmt: skip
+        ws = graph.workspace_of(v.name) or ""
+
+        async def edge(source: str, source_kind: str, type_: str, target: str, target_kind: str) -> None:
+            await recording.record_edge(
+                s, ws, source, source_kind, type_, target, target_kind,
+                origin=recording.EVENT, recorder=REGISTERED,
+            )  # fmt: skip
+
+        if v.source_job:
+            await edge(v.source_job, graph.JOB, graph.PRODUCED, v.name, mv)
+        for ds in v.training_datasets:
+            if v.source_job:
+                await edge(ds, graph.DATASET_VERSION, graph.CONSUMED_BY, v.source_job, graph.JOB)
+            else:
+                await edge(ds, graph.DATASET_VERSION, graph.DERIVED_INTO, v.name, mv)
+        if v.base_model_version:
+            await edge(v.base_model_version, mv, graph.DERIVED_INTO, v.name, mv)
+
+    async def _refresh(self, s: Store, m: Stored[model_pb2.Model]) -> None:
+        """The model's view of its versions: the newest ACTIVE one and how many there are."""
+        all_versions = await s.model_versions.under(self._children(s, m.name), newest_first=True)
+        m.msg.latest_version = next((v.msg.name for v in all_versions if v.msg.state == Version.ACTIVE), "")
+        m.msg.version_count = len(all_versions)
+        m.msg.update_time.CopyFrom(stamp())
+        await s.models.save(m)
+
+    async def get_version(self, name: str) -> model_pb2.ModelVersion:
+        async with self.db.read() as s:
+            return await self._get_version(s, name)
+
+    async def resolve(self, s: Store, name: str) -> str:
+        """The canonical name of `.../versions/{id}`, `@latest` or `@{alias}`."""
+        model, _, ref = name.rpartition("/versions/")
+        if not ref.startswith("@"):
+            return name
+        m = await s.models.get(model)
+        if ref == "@latest":
+            if m is None or not m.msg.latest_version:
+                raise NotFound(
+                    "MODEL_VERSION_NOT_FOUND", f"{model} has no ACTIVE version", model_version=name
+                )
+            return m.msg.latest_version
+        if m is None:
+            raise _not_found(model)
+        alias = ref[1:]
+        if alias not in m.msg.aliases:
+            raise NotFound("ALIAS_NOT_FOUND", f"{model} has no alias {alias!r}", model=model, alias=alias)
+        return f"{model}/versions/{m.msg.aliases[alias]}"
+
+    async def _get_version(self, s: Store, name: str) -> model_pb2.ModelVersion:
+        canonical = await self.resolve(s, name)
+        found = await s.model_versions.get(canonical)
+        if found is None:
+            raise _version_not_found(canonical)
+        return await self._with_aliases(s, found.msg)
+
+    async def _with_aliases(self, s: Store, v: model_pb2.ModelVersion) -> model_pb2.ModelVersion:
+        m = await s.models.get(model_of(v.name))
+        del v.aliases[:]
+        if m is not None:
+            v.aliases.extend(versions.aliases_of(dict(m.msg.aliases), v.name.rsplit("/", 1)[1]))
+        return v
+
+    async def list_versions(self, parent: str) -> list[model_pb2.ModelVersion]:
+        async with self.db.read() as s:
+            m = await s.models.get(parent)
+            if m is None:
+                raise _not_found(parent)
+            out = []
+            for v in await s.model_versions.under(self._children(s, parent), newest_first=True):
+                v.msg.aliases.extend(versions.aliases_of(dict(m.msg.aliases), v.name.rsplit("/", 1)[1]))
+                out.append(v.msg)
+            return out
+
+    async def update_version(self, given: model_pb2.ModelVersion, fields: set[str]) -> model_pb2.ModelVersion:
+        async with self.db.write() as s:
+            v = await s.model_versions.get(given.name)
+            if v is None:
+                raise _version_not_found(given.name)
+            check_etag(v.name, v.msg.etag, given.etag)
+            for f in fields:
+                if f == "labels":
+                    v.msg.labels.clear()
+                    v.msg.labels.update(given.labels)
+                else:
+                    setattr(v.msg, f, getattr(given, f))
+            v.msg.update_time.CopyFrom(stamp())
+            await s.model_versions.save(v)
+            if "display_name" in fields:
+                await recording.put_node(
+                    s, v.name, graph.MODEL_VERSION,
+                    display_name=v.msg.display_name
+                    or recording.default_display_name(v.name, graph.MODEL_VERSION),
+                )  # fmt: skip
+            await self._with_aliases(s, v.msg)
+            await s.publish(
+                "pai.lineage.model_version.updated", events_pb2.ModelVersionUpdated(model_version=v.msg)
+            )
+        return v.msg
+
+    def _check_no_aliases(self, m: Stored[model_pb2.Model] | None, name: str) -> None:
+        if m is None:
+            return
+        held = versions.aliases_of(dict(m.msg.aliases), name.rsplit("/", 1)[1])
+        if held:
+            raise FailedPrecondition(
+                "VERSION_HAS_ALIASES",
+                f"{name} is {', '.join('@' + a for a in held)}; move or delete the aliases first",
+                model_version=name,
+                aliases=",".join(held),
+            )
+
+    async def delete_version(self, name: str, etag: str) -> None:
+        async with self.db.write() as s:
+            v = await s.model_versions.get(name)
+            if v is None:
+                raise _version_not_found(name)
+            check_etag(name, v.msg.etag, etag)
+            m = await s.models.get(model_of(name))
+            self._check_no_aliases(m, name)
+            await self._drop_version(s, v)
+            if m is not None:
+                await self._refresh(s, m)
+
+    async def _drop_version(self, s: Store, v: Stored[model_pb2.ModelVersion]) -> None:
+        await s.model_versions.delete(v.name)
+        await recording.mark_deleted(s, v.name, graph.MODEL_VERSION)
+        await s.publish(
+            "pai.lineage.model_version.deleted", events_pb2.ModelVersionDeleted(model_version=v.msg)
+        )
+
+    async def change_state(self, name: str, etag: str, target: int) -> model_pb2.ModelVersion:
+        """Archive (refused while an alias points at the version) or unarchive."""
+        state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
+        async with self.db.write() as s:
+            v = await s.model_versions.get(name)
+            if v is None:
+                raise _version_not_found(name)
+            check_etag(name, v.msg.etag, etag)
+            m = await s.models.get(model_of(name))
+            previous = v.msg.state
+            with obeying():
+                versions.transition(state_name(previous), state_name(target), name)
+            if target == Version.ARCHIVED:
+                self._check_no_aliases(m, name)
+            v.msg.state = target  # type: ignore[assignment]
+            v.msg.update_time.CopyFrom(stamp())
+            await s.model_versions.save(v)
+            await recording.put_node(s, name, graph.MODEL_VERSION, attributes=node_attributes(v.msg))
+            if m is not None:
+                await self._refresh(s, m)
+            await self._with_aliases(s, v.msg)
+            await s.publish(
+                "pai.lineage.model_version.state_changed",
+                events_pb2.ModelVersionStateChanged(model_version=v.msg, previous_state=previous),
+            )
+        return v.msg

@@ -1,0 +1,93 @@
+"""The composition root: the only place that builds lineage's parts and wires them together."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pai.lineage.v1 import dataset_pb2_grpc, lineage_pb2_grpc, model_pb2_grpc
+from pai_common import service
+from pai_common.config import Settings
+from pai_common.consumer import Consumer
+from pai_common.grpc_server import GrpcServer, Servicer
+from pai_common.principal import Authorizer
+from pai_common.relay import Relay
+from pai_lineage.api.servicers import DatasetServicer, LineageServicer, ModelRegistryServicer
+from pai_lineage.app.common import Db
+from pai_lineage.app.datasets import Datasets
+from pai_lineage.app.handlers import SUBJECTS, JobEvents
+from pai_lineage.app.lineage import Lineage
+from pai_lineage.app.models import Models
+from pai_lineage.db.rows import EVENTS, MIGRATIONS
+
+DOMAIN = "lineage.pai.dev"
+
+
+@dataclass
+class LineageApp:
+    """The running service, for `__main__` and the tests."""
+
+    settings: Settings
+    server: GrpcServer
+    engine: AsyncEngine
+    relay: Relay
+    nats: NATS
+    consumer: Consumer
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+
+@contextlib.asynccontextmanager
+async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> AsyncIterator[LineageApp]:
+    """Start lineage: migrate, serve, follow dlc's job events; stop everything on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        base = await service.backbone(stack, settings, MIGRATIONS, EVENTS.outbox)
+        db = Db(base.engine, base.relay.notify)
+        datasets = Datasets(db)
+        models = Models(db, datasets)
+        lineage = Lineage(db, datasets, models)
+        consumer = Consumer(
+            base.js,
+            base.engine,
+            EVENTS.inbox,
+            durable=str(settings.get("consumer", "lineage")),
+            subjects=SUBJECTS,
+            handler=JobEvents(db, datasets, models).handle,
+        )
+        if authorizer is None:
+            authorizer = service.remote_authorizer(stack, settings)
+        server = GrpcServer(
+            settings.listen,
+            [
+                Servicer(
+                    "pai.lineage.v1.DatasetService",
+                    DatasetServicer(datasets),
+                    dataset_pb2_grpc.add_DatasetServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.lineage.v1.ModelRegistryService",
+                    ModelRegistryServicer(models),
+                    model_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
+                ),
+                Servicer(
+                    "pai.lineage.v1.LineageService",
+                    LineageServicer(lineage),
+                    lineage_pb2_grpc.add_LineageServiceServicer_to_server,
+                ),
+            ],
+            domain=DOMAIN,
+            authorizer=authorizer,
+        )
+        await base.relay.start()
+        stack.push_async_callback(base.relay.stop)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        yield LineageApp(settings, server, base.engine, base.relay, base.nats, consumer)
