@@ -36,6 +36,9 @@ def stack(tmp_path: Path) -> Iterator[RunningStack]:
     running.close()
 
 
+MNIST = Path(__file__).resolve().parents[2] / "examples" / "train_mnist_ddp"
+
+
 def pai(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAI_")}
     env["PAI_HOME"] = str(home)
@@ -56,8 +59,38 @@ def get(url: str, key: str | None) -> tuple[int, dict[str, object]]:
         return err.code, json.loads(err.read())
 
 
+def train_on_a_dataset_and_register_the_model(stack: RunningStack, envoy: str, key: str) -> None:
+    """The journey of the README: register data, train the example on it over 2 workers, get a model."""
+    home = stack.home
+    data = home.parent / "digits"
+    made = subprocess.run([sys.executable, str(MNIST / "train.py"), "--write-data", str(data)], timeout=120)
+    assert made.returncode == 0
+    created = pai(home, "dataset", "create", "digits", "--uri", str(data))
+    assert created.returncode == 0, created.stdout + created.stderr
+    job = pai(
+        home, "job", "submit", "mnist", "--workers", "2", "--code", str(MNIST),
+        "--command", "python train.py --epochs 1 --steps-per-epoch 3", "--resources", "cpu=0.5",
+        "--dataset", "digits", "--output-model", "mnist", "--wait",
+    )  # fmt: skip
+    assert job.returncode == 0 and "SUCCEEDED" in job.stdout, job.stdout + job.stderr
+    logs = pai(home, "job", "logs", "mnist").stdout
+    assert f"data from {data}: 8192 train" in logs, logs
+    wait_for(
+        "the model version registered",
+        lambda: "versions/1" in pai(home, "job", "get", "mnist", "--output", "json").stdout,
+        timeout=30,
+    )
+    versions = json.loads(pai(home, "model", "versions", "mnist", "--output", "json").stdout)
+    assert [v["sourceJob"] for v in versions] == ["workspaces/default/jobs/mnist"]
+    assert set(versions[0]["metrics"]) >= {"loss", "accuracy"}
+    assert versions[0]["trainingDatasets"] == ["workspaces/default/datasets/digits/versions/1"]
+    # and lineage answers HTTP/JSON through Envoy too
+    code, body = get(f"http://{envoy}/api/v1/workspaces/default/models/mnist/versions/1", key)
+    assert code == 200 and body["artifactUri"].endswith("/output"), body
+
+
 def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack: RunningStack) -> None:
-    info = stack.wait_ready("auth", "scheduler", "dlc", "gateway", "envoy", timeout=90)
+    info = stack.wait_ready("auth", "scheduler", "lineage", "dlc", "gateway", "envoy", timeout=90)
     home = stack.home
     credentials = tomllib.loads((home / "credentials").read_text())
     envoy = info["services"]["envoy"]["address"]
@@ -66,7 +99,7 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     status = pai(home, "status", "--output", "json")
     assert status.returncode == 0, status.stdout + status.stderr
     assert {c["name"]: c["status"] for c in json.loads(status.stdout)["components"]} == dict.fromkeys(
-        ["auth", "scheduler", "dlc", "gateway", "envoy", "nats"], "SERVING"
+        ["auth", "scheduler", "lineage", "dlc", "gateway", "envoy", "nats"], "SERVING"
     )
     assert pai(home, "gateway", "status").returncode == 0
     assert "prefix /pai.auth.v1." in pai(home, "gateway", "routes").stdout
@@ -91,6 +124,7 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     assert logs.returncode == 0 and "[worker-0] 42" in logs.stdout, logs.stdout + logs.stderr
     code, body = get(url, None)
     assert code == 401 and body["code"] == 16
+    train_on_a_dataset_and_register_the_model(stack, envoy, credentials["api_key"])
 
     old = info["services"]["gateway"]["pid"]
     os.kill(old, signal.SIGKILL)

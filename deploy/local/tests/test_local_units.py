@@ -26,7 +26,7 @@ NO_FILE = {"PAI_CONFIG": os.devnull}
 
 def test_defaults_start_auth_and_the_gateway_under_dot_pai() -> None:
     settings = Settings.from_env(NO_FILE)
-    assert settings.services == ("auth", "scheduler", "dlc", "gateway", "envoy")
+    assert settings.services == ("auth", "scheduler", "lineage", "dlc", "gateway", "envoy")
     assert settings.home.name == ".pai"
     assert settings.nats_url is None
     assert (settings.start_timeout, settings.stop_timeout) == (60.0, 10.0)

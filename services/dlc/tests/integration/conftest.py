@@ -109,6 +109,7 @@ class Stack:
     app: DlcApp | None = None
     client: Client | None = None
     scheduler_channel: Any = None
+    lineage_address: str = ""
 
     @property
     def workloads(self) -> workload_pb2_grpc.WorkloadServiceStub:
@@ -153,12 +154,28 @@ def dlc_settings() -> dict[str, str]:
 
 
 @pytest.fixture
+def with_lineage() -> bool:
+    """Whether the stack runs lineage too (dataset versions, output models); a test module says."""
+    return False
+
+
+def _closed_port() -> str:
+    """An address nothing listens on: dlc without lineage must never reach a developer's own."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
 async def stack(
     tmp_path: pathlib.Path,
     database: tuple[str, str],
     nats_server: NatsServer,
     cluster_cpu: int,
     dlc_settings: dict[str, str],
+    with_lineage: bool,
 ) -> AsyncIterator[Stack]:
     key = api_key()
     home = tmp_path / "home"
@@ -172,13 +189,22 @@ async def stack(
             )
         )
         await _cluster(sched.address, key, cluster_cpu)
+        lineage_address = _closed_port()
+        if with_lineage:
+            from pai_lineage.bootstrap import build as build_lineage
+
+            lineage = await exits.enter_async_context(
+                build_lineage(settings("lineage", home, database, nats_server.url, auth.address))
+            )
+            lineage_address = lineage.address
         contexts: list[Any] = []
 
         async def start() -> DlcApp:
             ctx = build_dlc(
                 settings(
                     "dlc", home, database, nats_server.url, auth.address, api_key=key,
-                    scheduler_endpoint=sched.address, kill_grace="3", poll_interval="0.1",
+                    scheduler_endpoint=sched.address, lineage_endpoint=lineage_address,
+                    kill_grace="3", poll_interval="0.1",
                     storage_root=str(tmp_path / "storage"), **dlc_settings,
                 )
             )  # fmt: skip
@@ -194,7 +220,7 @@ async def stack(
             await ctx.__aexit__(None, None, None)
             s.app, s.client = None, None
 
-        s = Stack(home, key, sched.address, start, stop)
+        s = Stack(home, key, sched.address, start, stop, lineage_address=lineage_address)
         await start()
         try:
             yield s
@@ -209,7 +235,7 @@ async def stack(
         import asyncpg
 
         conn = await asyncpg.connect(url)
-        for service in ("auth", "scheduler", "dlc"):
+        for service in ("auth", "scheduler", "dlc", "lineage"):
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_{service}" CASCADE')
         await conn.close()
 
