@@ -84,6 +84,11 @@ def train_on_a_dataset_and_register_the_model(stack: RunningStack, envoy: str, k
     assert [v["sourceJob"] for v in versions] == ["workspaces/default/jobs/mnist"]
     assert set(versions[0]["metrics"]) >= {"loss", "accuracy"}
     assert versions[0]["trainingDatasets"] == ["workspaces/default/datasets/digits/versions/1"]
+    shown = pai(home, "lineage", "show", "model", "mnist", "--direction", "up")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "PRODUCED" in shown.stdout and "CONSUMED_BY" in shown.stdout, shown.stdout
+    dot = pai(home, "lineage", "show", "model", "mnist:1", "--format", "dot")
+    assert dot.returncode == 0 and dot.stdout.startswith("digraph"), dot.stdout + dot.stderr
     # and lineage answers HTTP/JSON through Envoy too
     code, body = get(f"http://{envoy}/api/v1/workspaces/default/models/mnist/versions/1", key)
     assert code == 200 and body["artifactUri"].endswith("/output"), body

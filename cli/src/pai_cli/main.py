@@ -57,6 +57,7 @@ data and models (lineage):
   pai dataset create digits --uri ./data/digits      register a dataset (version 1)
   pai job submit train ... --dataset digits --output-model digits-net
   pai model versions digits-net        versions registered by jobs, with their metrics
+  pai lineage show model digits-net    dataset version → job → model version (--format dot|mermaid)
 
 configuration: --endpoint/--api-key, else PAI_ENDPOINT/PAI_API_KEY, else $PAI_HOME/credentials
 (PAI_HOME defaults to ~/.pai); PAI_WORKSPACE sets the default workspace.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from pai.lineage.v1 import dataset_pb2, model_pb2
+from pai.lineage.v1 import dataset_pb2, lineage_pb2, model_pb2
 from pai_cli.client import collect
 from pai_cli.commands.common import (
     Context,
@@ -89,8 +89,19 @@ def _named(ctx: Context, collection: str, value: str) -> str:
     return value if value.startswith("workspaces/") else f"{ctx.workspace}/{collection}/{value}"
 
 
+def entity_name(ctx: Context, kind: str, value: str) -> str:
+    """`model mnist:2` → `<ws>/models/mnist/versions/2` (no version: the latest); `job train` →
+    `<ws>/jobs/train`; full resource names stay as they are."""
+    if value.startswith("workspaces/"):
+        return value
+    if kind == "job":
+        return f"{ctx.workspace}/jobs/{value}"
+    name, _, version = value.partition(":")
+    return f"{ctx.workspace}/{kind}s/{name}/versions/{version or '@latest'}"
+
+
 def register(subparsers: Subparsers) -> None:
-    """Add `dataset` and `model` to the command line."""
+    """Add `dataset`, `model` and `lineage` to the command line."""
     dataset = add_group(subparsers, "dataset", "datasets and their versions: the data jobs read")
     create = add_command(dataset, "create", create_dataset, "register a dataset and its first version")
     create.add_argument("name", metavar="NAME", help="the dataset's id in the workspace")
@@ -124,6 +135,19 @@ def register(subparsers: Subparsers) -> None:
     versions.add_argument("name", metavar="NAME")
     add_workspace_option(versions)
     add_limit_option(versions)
+
+    lineage = add_group(subparsers, "lineage", "what was made from what: dataset → job → model")
+    show = add_command(lineage, "show", show_lineage, "the lineage of a model, dataset or job")
+    show.add_argument("kind", choices=("model", "dataset", "job"))
+    show.add_argument("name", metavar="NAME[:VERSION]", help="e.g. mnist:1 (no version: the latest)")
+    add_workspace_option(show)
+    show.add_argument("--direction", choices=("up", "down", "both"), default="both")
+    show.add_argument(
+        "--depth", type=int, default=0, metavar="N", help="hops to follow (default: the server's)"
+    )
+    show.add_argument(
+        "--format", choices=("text", "dot", "mermaid"), default="text", help="dot: pipe into `dot -Tsvg`"
+    )
 
 
 def create_dataset(ctx: Context) -> int:
@@ -229,4 +253,44 @@ def list_model_versions(ctx: Context) -> int:
         return list(page.model_versions), page.next_page_token
 
     ctx.output.resources(collect(fetch, ctx.args.limit), MODEL_VERSION_COLUMNS, f"versions of {parent}")
+    return 0
+
+
+DIRECTIONS = {"up": lineage_pb2.UPSTREAM, "down": lineage_pb2.DOWNSTREAM, "both": lineage_pb2.BOTH}
+FORMATS = {
+    "text": lineage_pb2.RenderLineageRequest.TEXT,
+    "dot": lineage_pb2.RenderLineageRequest.DOT,
+    "mermaid": lineage_pb2.RenderLineageRequest.MERMAID,
+}
+
+
+def show_lineage(ctx: Context) -> int:
+    client = ctx.client
+    args = ctx.args
+    entity = entity_name(ctx, args.kind, args.name)
+    if entity.endswith("/versions/@latest"):  # the graph knows concrete versions: ask the owner which
+        if args.kind == "model":
+            entity = client.call(
+                client.models.GetModelVersion, model_pb2.GetModelVersionRequest(name=entity)
+            ).name
+        else:
+            entity = client.call(
+                client.datasets.GetDatasetVersion, dataset_pb2.GetDatasetVersionRequest(name=entity)
+            ).name
+    rendered: lineage_pb2.RenderLineageResponse = client.call(
+        client.lineage.RenderLineage,
+        lineage_pb2.RenderLineageRequest(
+            parent=ctx.workspace,
+            entity=entity,
+            direction=DIRECTIONS[args.direction],
+            max_depth=max(0, args.depth),
+            format=FORMATS[args.format],
+        ),
+    )
+    if ctx.output.json:
+        ctx.output.document({"entity": entity, "content": rendered.content, "truncated": rendered.truncated})
+    else:
+        ctx.output.line(rendered.content.rstrip("\n"))
+        if rendered.truncated:
+            ctx.output.note("(cut short by the depth or node limit)")
     return 0
