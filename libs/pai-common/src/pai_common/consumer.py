@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import descriptor_pool, message_factory
@@ -44,9 +46,14 @@ class Event:
     time: dt.datetime | None
     message: Message | None
     data: bytes
+    # what the consumer's `prepare` computed before the handler's transaction (None without one)
+    prepared: Any = None
 
 
 Handler = Callable[[Event, AsyncConnection], Awaitable[None]]
+# Slow work for an event that must not hold the handler's transaction (on SQLite, the write lock):
+# reading files, hashing. Runs before the transaction; its result reaches the handler as `prepared`.
+Prepare = Callable[[Event], Awaitable[Any]]
 
 
 def decode(msg: Msg) -> Event:
@@ -84,6 +91,7 @@ class Consumer:
         durable: str,
         subjects: Sequence[str],
         handler: Handler,
+        prepare: Prepare | None = None,
         stream: str = "PAI",
         max_deliver: int = 5,
         backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0),
@@ -96,6 +104,7 @@ class Consumer:
         self.durable = durable
         self._subjects = list(subjects)
         self._handler = handler
+        self._prepare = prepare
         self._stream = stream
         self._max_deliver = max_deliver
         self._backoff = list(backoff)
@@ -177,6 +186,8 @@ class Consumer:
         try:
             with _tracer.start_as_current_span(f"consume {event.subject}", kind=trace.SpanKind.CONSUMER):
                 try:
+                    if self._prepare is not None and not await self._seen(event):
+                        event = dataclasses.replace(event, prepared=await self._prepare(event))
                     handled = await self._handle_once(event)
                 except Exception as error:
                     await self._failed(msg, event, error)
@@ -187,6 +198,17 @@ class Consumer:
                     self.handled += 1
         finally:
             otel_context.detach(token)
+
+    async def _seen(self, event: Event) -> bool:
+        """Whether the inbox has the event already (a hint: the handler's transaction checks again)."""
+        inbox = self._inbox
+        async with self._engine.connect() as conn:
+            seen = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(inbox)
+                .where(inbox.c.consumer == self.durable, inbox.c.event_id == event.id)
+            )
+        return bool(seen)
 
     async def _handle_once(self, event: Event) -> bool:
         inbox = self._inbox

@@ -216,3 +216,47 @@ async def test_undecodable_event_is_dead_lettered_not_fatal(
     assert msg.headers is not None and msg.headers["ce-id"] == "bad-time"
     assert "undecodable" in msg.headers["pai-error"]
     assert handled == ["fine"]  # the consumer lived on past the bad message
+
+
+async def test_prepare_runs_outside_the_transaction_and_once_per_event(
+    tmp_path: pathlib.Path, nats_server: NatsServer
+) -> None:
+    meta = db.metadata()
+    tables = events.event_tables(meta)
+    other = sa.Table("other", meta, sa.Column("id", sa.Integer, primary_key=True))
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'prep.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(meta.create_all)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await events.ensure_stream(js)
+    prepared: list[str] = []
+    handled: list[tuple[str, object]] = []
+
+    async def prepare(event: Event) -> str:
+        prepared.append(event.id)
+        # SQLite has one writer: this write would wait for the handler's transaction if prepare ran in it
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(other).values(id=len(prepared)))
+        return f"facts of {event.id}"
+
+    async def handler(event: Event, conn: sa.ext.asyncio.AsyncConnection) -> None:
+        handled.append((event.id, event.prepared))
+
+    consumer = Consumer(
+        js, engine, tables.inbox, durable="prep", subjects=["pai.test.>"], handler=handler, prepare=prepare
+    )
+    await consumer.start()
+    await js.publish("pai.test.some.thing", b"", headers={"ce-id": "ev-1", "Nats-Msg-Id": "ev-1"})
+    # the same event again (another message, same id): the inbox has it, so neither step runs again
+    await js.publish("pai.test.some.thing", b"", headers={"ce-id": "ev-1", "Nats-Msg-Id": "ev-1-again"})
+    for _ in range(100):
+        if consumer.acked == 2:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    await nc.close()
+    await engine.dispose()
+    assert handled == [("ev-1", "facts of ev-1")]
+    assert prepared == ["ev-1"]
+    assert consumer.acked == 2

@@ -52,13 +52,15 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         datasets = Datasets(db)
         models = Models(db, datasets)
         lineage = Lineage(db, datasets, models)
+        job_events = JobEvents(db, datasets, models)
         consumer = Consumer(
             base.js,
             base.engine,
             EVENTS.inbox,
             durable=str(settings.get("consumer", "lineage")),
             subjects=SUBJECTS,
-            handler=JobEvents(db, datasets, models).handle,
+            handler=job_events.handle,
+            prepare=job_events.prepare,
         )
         if authorizer is None:
             authorizer = service.remote_authorizer(stack, settings)

@@ -250,6 +250,14 @@ async def test_updates_follow_masks_and_etags(
         await client.datasets.UpdateDataset(
             D.UpdateDatasetRequest(dataset=D.Dataset(name=f"{ws}/datasets/nope"))
         )
+    # the embedded resource's name has no pattern in the proto: a malformed one is the caller's error
+    for name in (ws, f"{ws}/datasets/{ds.name.rsplit('/', 1)[1]}/versions/1", f"{ws}/models/x"):
+        async with fails(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT"):
+            await client.datasets.UpdateDataset(D.UpdateDatasetRequest(dataset=D.Dataset(name=name)))
+    async with fails(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT"):
+        await client.datasets.UpdateDatasetVersion(
+            D.UpdateDatasetVersionRequest(dataset_version=D.DatasetVersion(name=ds.name))
+        )
     await watch.wait_for(
         lambda e: e.subject == "pai.lineage.dataset.updated" and e.message.dataset.name == ds.name
     )  # type: ignore[union-attr]

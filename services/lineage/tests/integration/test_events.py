@@ -208,3 +208,32 @@ async def test_the_same_event_id_is_handled_once_and_a_missing_artifact_still_re
     inbox = await rows(stack, f"SELECT count(*) FROM inbox WHERE event_id = '{event_id}'")
     assert inbox[0][0] == 1
     assert stack.app.consumer.acked >= before + 2
+
+
+async def test_an_output_model_lineage_cannot_hold_registers_nothing_and_blocks_nothing(
+    stack: Stack, client: Client, ws: str, tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"weights")
+    bad = [
+        f"{ws}/models/mnist:1",  # the CLI's NAME:VERSION where a model name belongs
+        f"{ws}/models/m/versions/3",
+        f"{ws}/datasets/m",
+        "workspaces/elsewhere/models/m",
+    ]
+    handled = stack.app.consumer.handled
+    for i, model in enumerate(bad):
+        done = job(ws, Job.SUCCEEDED, output_model=model)
+        done.name, done.uid = f"{ws}/jobs/bad-{i}", str(uuid.uuid4())
+        await stack.dlc.publish(
+            "pai.dlc.job.succeeded",
+            dlc_events.JobSucceeded(job=done, model_artifact_uri=out.as_uri(), model=model),
+        )
+    # each event is handled (not retried, not dead-lettered): its job node is there, nothing else is
+    await until(lambda: stack.app.consumer.handled >= handled + len(bad), "handled every event")
+    listed = await client.models.ListModels(model_pb2.ListModelsRequest(parent=ws))
+    assert list(listed.models) == []
+    for i in range(len(bad)):
+        graph = await query(client, ws, f"{ws}/jobs/bad-{i}")
+        assert [n.name for n in graph.nodes] == [f"{ws}/jobs/bad-{i}"] and list(graph.edges) == []

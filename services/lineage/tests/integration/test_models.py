@@ -112,6 +112,11 @@ async def test_versions_inherit_the_framework_and_record_their_lineage(
         await version(client, m.name, "")
     async with fails(Code.INVALID_ARGUMENT, "WORKSPACE_MISMATCH"):
         await version(client, m.name, source_job="workspaces/elsewhere/jobs/train")
+    # another workspace's data and models are neither confirmed to exist nor linked into this graph
+    async with fails(Code.INVALID_ARGUMENT, "WORKSPACE_MISMATCH"):
+        await version(client, m.name, training_datasets=["workspaces/elsewhere/datasets/qa/versions/1"])
+    async with fails(Code.INVALID_ARGUMENT, "WORKSPACE_MISMATCH"):
+        await version(client, m.name, base_model_version="workspaces/elsewhere/models/m/versions/1")
 
 
 async def test_aliases_point_at_active_versions_and_guard_them(client: Client, ws: str, watch: Watch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from google.protobuf import timestamp_pb2
@@ -66,10 +67,11 @@ def stamp(value: dt.datetime | None = None) -> timestamp_pb2.Timestamp:
 
 async def earlier_result(store: Store, request_id: str, method: str, target: str) -> str | None:
     """The resource name a request with this id made before, or None for a new request; the same id
-    for a different request is REQUEST_ID_REUSED."""
+    for a different request is REQUEST_ID_REUSED. Ids are kept per workspace (`target` starts with
+    `workspaces/{w}`)."""
     if not request_id:
         return None
-    earlier = await store.earlier_request(request_id)
+    earlier = await store.earlier_request(_workspace(target), request_id)
     if earlier is None:
         return None
     if earlier.method != method or earlier.target != target:
@@ -83,7 +85,15 @@ async def earlier_result(store: Store, request_id: str, method: str, target: str
 
 async def remember(store: Store, request_id: str, method: str, target: str, name: str) -> None:
     if request_id:
-        await store.remember_request(request_id, method, target, {"name": name})
+        await store.remember_request(_workspace(target), request_id, method, target, {"name": name})
+
+
+def _workspace(target: str) -> str:
+    """The workspace a request's target is in (`workspaces/{w}/...` or `workspaces/{w}:...`)."""
+    match = re.match(r"^workspaces/([a-z0-9-]+)", target)
+    if match is None:
+        raise ValueError(f"a request target names no workspace: {target!r}")
+    return match.group(1)
 
 
 @contextlib.contextmanager

@@ -32,12 +32,13 @@ def _version_not_found(name: str) -> NotFound:
     return NotFound("DATASET_VERSION_NOT_FOUND", f"{name} does not exist", dataset_version=name)
 
 
-def check_same_workspace(job: str, resource: str, field: str) -> None:
-    """A version's `source_job` runs in the version's own workspace."""
-    if job and graph.workspace_of(job) != graph.workspace_of(resource):
-        message = f"{job} is not in {graph.workspace_of(resource)}"
+def check_same_workspace(other: str, resource: str, field: str) -> None:
+    """What a version names (its `source_job`, training datasets, base model) is in the version's own
+    workspace: a registration must not reach into, or reveal, another workspace's entities."""
+    if other and graph.workspace_of(other) != graph.workspace_of(resource):
+        message = f"{other} is not in {graph.workspace_of(resource)}"
         raise InvalidArgument(
-            "WORKSPACE_MISMATCH", message, violations=[FieldViolation(field, message)], source_job=job
+            "WORKSPACE_MISMATCH", message, violations=[FieldViolation(field, message)], resource=other
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,8 +21,8 @@ from pai.dlc.v1 import events_pb2 as dlc_events
 from pai.dlc.v1 import job_pb2, job_spec_pb2
 from pai.lineage.v1 import events_pb2, model_pb2
 from pai_common.consumer import Event
-from pai_common.errors import DomainError
-from pai_lineage.app import recording
+from pai_common.errors import Aborted, DomainError, Unavailable
+from pai_lineage.app import artifacts, recording
 from pai_lineage.app.common import Db
 from pai_lineage.app.datasets import Datasets
 from pai_lineage.app.models import Models
@@ -30,6 +31,7 @@ from pai_lineage.domain import graph
 
 log = logging.getLogger(__name__)
 SUBJECTS = ["pai.dlc.job.>"]
+MODEL = re.compile(r"^workspaces/[a-z]([a-z0-9-]{0,61}[a-z0-9])?/models/[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 Job = job_pb2.Job
 
 
@@ -55,7 +57,7 @@ class JobEvents:
             await self.put_job(store, message.job)
         elif verb == "succeeded" and isinstance(message, dlc_events.JobSucceeded):
             await self.put_job(store, message.job)
-            await self.job_succeeded(store, message)
+            await self.job_succeeded(store, message, event.prepared)
         elif verb == "deleted" and isinstance(message, dlc_events.JobDeleted):
             await recording.put_node(store, message.job.name, graph.JOB, deleted=True)
         self.db.notify_soon(store)
@@ -123,39 +125,68 @@ class JobEvents:
                 return None
         return name if graph.NAME_PATTERNS[graph.DATASET_VERSION].match(name) else None
 
-    async def job_succeeded(self, store: Store, event: dlc_events.JobSucceeded) -> None:
+    async def prepare(self, event: Event) -> artifacts.Facts | None:
+        """Before the handler's transaction: size and checksum of a succeeded job's model directory.
+        Hashing a large model inside the transaction would hold lineage's write lock (SQLite) for as
+        long as it reads."""
+        message = event.message
+        if (
+            not isinstance(message, dlc_events.JobSucceeded)
+            or not message.model
+            or not message.model_artifact_uri
+        ):
+            return None
+        try:
+            return await artifacts.complete(
+                message.model_artifact_uri, 0, 0, "", field="model_artifact_uri", missing_ok=True
+            )
+        except DomainError as error:  # e.g. an unsupported URI: the handler logs and skips it
+            log.warning("job %s: cannot inspect %s: %s", message.job.name, message.model_artifact_uri, error)
+            return None
+
+    async def job_succeeded(
+        self, store: Store, event: dlc_events.JobSucceeded, facts: artifacts.Facts | None
+    ) -> None:
+        """Register the job's output as the next version of its model, all or nothing.
+
+        A refusal that will never change (a malformed or foreign model name, a missing directory, a
+        request id used for something else) is logged and the event is done; a conflict with a
+        concurrent write (ABORTED) or an unavailable database is raised, so the event comes again.
+        The savepoint keeps a refused registration from leaving half of itself behind.
+        """
         if not event.model:
             return
         job = event.job
         try:
-            await self._register(store, event)
+            async with store.conn.begin_nested():
+                await self._register(store, event, facts)
+        except (Aborted, Unavailable):
+            raise
         except DomainError as error:
             log.error("job %s: could not register a version of %s: %s (%s)",
                       job.name, event.model, error.message, error.reason)  # fmt: skip
 
-    async def _register(self, store: Store, event: dlc_events.JobSucceeded) -> None:
+    async def _register(
+        self, store: Store, event: dlc_events.JobSucceeded, facts: artifacts.Facts | None
+    ) -> None:
         job = event.job
-        if not graph.NAME_PATTERNS[graph.JOB].match(job.name) or graph.workspace_of(
-            event.model
-        ) != graph.workspace_of(job.name):
+        if not MODEL.match(event.model) or graph.workspace_of(event.model) != graph.workspace_of(job.name):
             log.error("job %s: output model %s is not a model of its workspace", job.name, event.model)
             return
-        if await store.models.get(event.model) is None:
-            framework = (
-                model_pb2.PYTORCH
-                if job.spec.kind in (job_spec_pb2.JobSpec.PYTORCH, job_spec_pb2.JobSpec.KIND_UNSPECIFIED)
-                else model_pb2.MODEL_FRAMEWORK_UNSPECIFIED
-            )
-            # the request id guards the version; a model made by an earlier delivery is simply there
-            model = model_pb2.Model(framework=framework)
-            m = await self.models.insert_model(store, event.model, model, job.creator)
-            await store.publish("pai.lineage.model.created", events_pb2.ModelCreated(model=m.msg))
+        if not event.model_artifact_uri:
+            log.error("job %s: no model artifact URI; nothing registered", job.name)
+            return
         datasets: list[str] = []
         for source in job.spec.data_sources:
             if source.WhichOneof("source") != "dataset_version":
                 continue
             name = await self._dataset_version(store, source.dataset_version)
-            if name is not None and name not in datasets and await self.datasets.exists(store, name):
+            if (
+                name is not None
+                and name not in datasets
+                and graph.workspace_of(name) == graph.workspace_of(job.name)
+                and await self.datasets.exists(store, name)
+            ):
                 datasets.append(name)
         given = model_pb2.ModelVersion(
             artifact_uri=event.model_artifact_uri,
@@ -164,11 +195,20 @@ class JobEvents:
             source_job=job.name,
             training_datasets=datasets,
         )
-        if not event.model_artifact_uri:
-            log.error("job %s: no model artifact URI; nothing registered", job.name)
-            return
-        facts = await self.models.facts(given, "model_artifact_uri", missing_ok=True)
+        if facts is None:  # no prepare step ran (a consumer built without it)
+            facts = await self.models.facts(given, "model_artifact_uri", missing_ok=True)
         if facts.size_bytes == 0 and not facts.checksum:
             log.warning("job %s: nothing at %s; registered with size 0", job.name, event.model_artifact_uri)
-        version = await self.models.register(store, event.model, "", given, job.uid, job.creator, facts)
+        if await store.models.get(event.model) is None:
+            framework = (
+                model_pb2.PYTORCH
+                if job.spec.kind in (job_spec_pb2.JobSpec.PYTORCH, job_spec_pb2.JobSpec.KIND_UNSPECIFIED)
+                else model_pb2.MODEL_FRAMEWORK_UNSPECIFIED
+            )
+            model = model_pb2.Model(framework=framework)
+            m = await self.models.insert_model(store, event.model, model, job.creator)
+            await store.publish("pai.lineage.model.created", events_pb2.ModelCreated(model=m.msg))
+        # keyed by the job's uid, in a namespace API callers' ids do not share by accident
+        request_id = f"job:{job.uid}"
+        version = await self.models.register(store, event.model, "", given, request_id, job.creator, facts)
         log.info("job %s registered %s", job.name, version.name)

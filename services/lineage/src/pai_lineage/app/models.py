@@ -261,7 +261,9 @@ class Models:
         facts: artifacts.Facts,
     ) -> model_pb2.ModelVersion:
         check_same_workspace(given.source_job, m.name, "model_version.source_job")
+        check_same_workspace(given.base_model_version, m.name, "model_version.base_model_version")
         for i, ds in enumerate(given.training_datasets):
+            check_same_workspace(ds, m.name, f"model_version.training_datasets[{i}]")
             if not await self.datasets.exists(s, ds):
                 raise NotFound(
                     "DATASET_VERSION_NOT_FOUND",

@@ -76,9 +76,11 @@ class ModelVersionRow(Base):
 
 
 class RequestRow(Base):
-    """An idempotency key and what its first request made (`request_id` on the creating methods)."""
+    """An idempotency key and what its first request made (`request_id` on the creating methods). Keys
+    are per workspace: one workspace's keys neither collide with nor reveal another's."""
 
     __tablename__ = "requests"
+    workspace: Mapped[str] = mapped_column(sa.String(63), primary_key=True)
     request_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     method: Mapped[str] = mapped_column(sa.String(64))
     # what the request asked for (parent and chosen id): the same key for another request is refused

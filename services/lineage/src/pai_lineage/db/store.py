@@ -8,6 +8,7 @@ the events it causes.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pai.lineage.v1 import dataset_pb2, model_pb2
 from pai_common.db import utcnow
-from pai_common.errors import Aborted
+from pai_common.errors import Aborted, FieldViolation, InvalidArgument
 from pai_common.events import Outbox, OutboxEvent
 from pai_lineage.db.rows import (
     EVENTS,
@@ -65,15 +66,34 @@ class Stored(Generic[M]):
         return str(getattr(self.msg, "name"))  # noqa: B009 - every stored message has a name
 
 
+# an id in a resource name: a workspace, dataset or model (RFC-1034) or a version (RFC-1123) label
+_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
 class Records(Generic[M]):
     """One table of resources kept whole as protobuf messages, keyed by the ids in their names
     (`workspaces/{w}/datasets/{d}` -> workspace, id; `.../versions/{v}` -> workspace, dataset, id)."""
 
-    def __init__(self, conn: AsyncConnection, table: sa.Table, cls: type[M], keys: Sequence[str]) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        cls: type[M],
+        keys: Sequence[str],
+        collections: Sequence[str],
+    ) -> None:
         self.conn, self.table, self.cls, self.keys = conn, table, cls, tuple(keys)
+        self.collections = tuple(collections)
 
     def key(self, name: str) -> dict[str, str]:
-        return dict(zip(self.keys, name.split("/")[1::2], strict=True))
+        """The key columns of `name`; a name of another shape (a request's embedded resource is not
+        checked by the proto) is INVALID_ARGUMENT, not a crash."""
+        parts = name.split("/")
+        if tuple(parts[0::2]) != self.collections or not all(_ID.match(p) for p in parts[1::2]):
+            pattern = "/".join(f"{c}/{{{k}}}" for c, k in zip(self.collections, self.keys, strict=True))
+            message = f"{name!r} is not a name of the form {pattern}"
+            raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation("name", message)])
+        return dict(zip(self.keys, parts[1::2], strict=True))
 
     def _where(self, key: dict[str, str]) -> Any:
         return sa.and_(*(self.table.c[k] == v for k, v in key.items()))
@@ -159,13 +179,15 @@ class Store:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.outbox = Outbox(conn, EVENTS.outbox)
-        self.datasets = Records(conn, DATASETS, dataset_pb2.Dataset, ("workspace", "id"))
+        ds, dv = ("workspaces", "datasets"), ("workspaces", "datasets", "versions")
+        ms, mv = ("workspaces", "models"), ("workspaces", "models", "versions")
+        self.datasets = Records(conn, DATASETS, dataset_pb2.Dataset, ("workspace", "id"), ds)
         self.dataset_versions = Records(
-            conn, DATASET_VERSIONS, dataset_pb2.DatasetVersion, ("workspace", "dataset", "id")
+            conn, DATASET_VERSIONS, dataset_pb2.DatasetVersion, ("workspace", "dataset", "id"), dv
         )
-        self.models = Records(conn, MODELS, model_pb2.Model, ("workspace", "id"))
+        self.models = Records(conn, MODELS, model_pb2.Model, ("workspace", "id"), ms)
         self.model_versions = Records(
-            conn, MODEL_VERSIONS, model_pb2.ModelVersion, ("workspace", "model", "id")
+            conn, MODEL_VERSIONS, model_pb2.ModelVersion, ("workspace", "model", "id"), mv
         )
 
     async def publish(self, subject: str, message: Message) -> None:
@@ -173,20 +195,20 @@ class Store:
 
     # ---- idempotency keys ------------------------------------------------------------------------
 
-    async def earlier_request(self, request_id: str) -> EarlierRequest | None:
-        row = (
-            await self.conn.execute(sa.select(REQUESTS).where(REQUESTS.c.request_id == request_id))
-        ).first()
+    async def earlier_request(self, workspace: str, request_id: str) -> EarlierRequest | None:
+        q = sa.select(REQUESTS).where(REQUESTS.c.workspace == workspace, REQUESTS.c.request_id == request_id)
+        row = (await self.conn.execute(q)).first()
         return EarlierRequest(row.method, row.target, dict(row.result)) if row else None
 
     async def remember_request(
-        self, request_id: str, method: str, target: str, result: dict[str, Any]
+        self, workspace: str, request_id: str, method: str, target: str, result: dict[str, Any]
     ) -> None:
         await self.conn.execute(
             sa.insert(REQUESTS).values(
-                request_id=request_id, method=method, target=target, result=result, create_time=utcnow()
+                workspace=workspace, request_id=request_id, method=method, target=target, result=result,
+                create_time=utcnow(),
             )
-        )
+        )  # fmt: skip
 
     # ---- graph -----------------------------------------------------------------------------------
 

@@ -135,12 +135,13 @@ def upgrade() -> None:
 
     op.create_table(
         "requests",
+        sa.Column("workspace", sa.String(length=63), nullable=False),
         sa.Column("request_id", sa.String(length=64), nullable=False),
         sa.Column("method", sa.String(length=64), nullable=False),
         sa.Column("target", sa.String(length=600), nullable=False),
         sa.Column("result", sa.JSON(), nullable=False),
         sa.Column("create_time", pai_common.db.UtcDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("request_id", name=op.f("pk_requests")),
+        sa.PrimaryKeyConstraint("workspace", "request_id", name=op.f("pk_requests")),
     )
     # ### end Alembic commands ###
 
