@@ -6,13 +6,14 @@ are real processes that read the dataset from `$PAI_DATA_DIR` and write into `$P
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from pai.dlc.v1 import job_pb2, job_spec_pb2
+from pai.dlc.v1 import job_pb2, job_spec_pb2, sweep_pb2, sweep_pb2_grpc
 from pai.lineage.v1 import (
     dataset_pb2,
     dataset_pb2_grpc,
@@ -22,6 +23,7 @@ from pai.lineage.v1 import (
     model_pb2_grpc,
 )
 from pai_common.grpc_client import channel
+from pai_dlc.db.store import JobStore
 
 from .conftest import PY, Client, Stack
 
@@ -174,8 +176,110 @@ async def test_a_dataset_version_the_job_may_not_read_is_refused_and_nothing_is_
             name.rsplit("/", 1)[0].split("/")[3] in (err.value.details() or "")
             or reason == "INVALID_JOB_SPEC"
         )
+    for i, model in enumerate(("workspaces/other/models/m", f"{MODEL}:1", f"{MODEL}/versions/2")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.submit(f"bad-model-{i}", [PY, "-c", "pass"], code=None, output_model=model)
+        assert (err.value.code(), reason_of(err.value)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_JOB_SPEC",
+        )
+        assert "output_model" in (err.value.details() or "")
     listed = await client.jobs.ListJobs(job_pb2.ListJobsRequest(parent="workspaces/team"))
     assert list(listed.jobs) == []
+
+
+async def test_a_sweep_pins_its_dataset_version_for_every_trial(
+    stack: Stack, client: Client, tmp_path: pathlib.Path
+) -> None:
+    _, v1 = await _dataset(stack, tmp_path, 4)
+    template = job_spec_pb2.JobSpec(
+        replica_specs=[
+            job_spec_pb2.ReplicaSpec(role=job_spec_pb2.ReplicaSpec.WORKER, command=[PY, "-c", TRAIN])
+        ],
+        data_sources=[DS(dataset_version=f"{DATASET}/versions/@latest")],
+    )
+    sweeps = sweep_pb2_grpc.SweepServiceStub(client.channel)
+    created = await sweeps.CreateSweep(
+        sweep_pb2.CreateSweepRequest(
+            parent="workspaces/team",
+            sweep_id="pinned",
+            sweep=sweep_pb2.Sweep(
+                spec=sweep_pb2.SweepSpec(
+                    job_template=template,
+                    objective=sweep_pb2.Objective(metric_key="loss", goal=sweep_pb2.Objective.MINIMIZE),
+                    parameters=[sweep_pb2.ParameterSpec(
+                        name="lr", type=sweep_pb2.ParameterSpec.DISCRETE, values=["0.1", "0.2"])],
+                    parallelism=2,
+                )
+            ),
+        )
+    )  # fmt: skip
+    assert created.spec.job_template.data_sources[0].dataset_version == v1
+    await _dataset(stack, tmp_path, 9)  # a newer version while the sweep runs changes nothing
+    deadline = asyncio.get_running_loop().time() + 60
+    while (
+        s := await sweeps.GetSweep(sweep_pb2.GetSweepRequest(name=created.name))
+    ).state == sweep_pb2.Sweep.RUNNING:
+        assert asyncio.get_running_loop().time() < deadline, s
+        await asyncio.sleep(0.2)
+    assert s.state == sweep_pb2.Sweep.SUCCEEDED, s
+    trials = (await sweeps.ListTrials(sweep_pb2.ListTrialsRequest(parent=created.name))).trials
+    for t in trials:
+        job = await client.get(t.job)
+        assert job.spec.data_sources[0].dataset_version == v1
+        assert "rank 0 read 4 rows" in await client.text(job.name, "worker-0")
+    # a template naming a version that does not exist is refused at create, not trial by trial
+    template.data_sources[0].dataset_version = f"{DATASET}/versions/77"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await sweeps.CreateSweep(
+            sweep_pb2.CreateSweepRequest(
+                parent="workspaces/team", sweep_id="missing",
+                sweep=sweep_pb2.Sweep(spec=sweep_pb2.SweepSpec(
+                    job_template=template,
+                    objective=sweep_pb2.Objective(metric_key="loss", goal=sweep_pb2.Objective.MINIMIZE),
+                    parameters=[sweep_pb2.ParameterSpec(
+                        name="lr", type=sweep_pb2.ParameterSpec.DISCRETE, values=["0.1"])],
+                )),
+            )
+        )  # fmt: skip
+    assert reason_of(err.value) == "DATASET_VERSION_NOT_FOUND"
+    assert "sweep.spec.job_template.data_sources[0]" in str(err.value.trailing_metadata())
+
+
+@pytest.mark.parametrize("with_lineage", [False])
+async def test_only_the_jobs_own_output_takes_a_registered_version(
+    stack: Stack, client: Client, tmp_path: pathlib.Path
+) -> None:
+    """What lineage publishes after registering a model version, fed to dlc's handler directly (no
+    lineage runs here, so nothing else sets the field): only a version of this job's output sticks."""
+    job = await client.submit("own", [PY, "-c", "pass"], code=None, workers=1, output_model=MODEL)
+    done = await client.done(job.name)
+    assert done.state == Job.SUCCEEDED and not done.output_model_version
+    assert stack.app is not None
+    controller = stack.app.controller
+    later = done.end_time.ToSeconds() + 5
+
+    def version(vid: str, **fields: object) -> model_pb2.ModelVersion:
+        v = model_pb2.ModelVersion(
+            name=f"{MODEL}/versions/{vid}", source_job=job.name, artifact_uri=job.spec.output_uri
+        )
+        v.create_time.FromSeconds(later)
+        for key, value in fields.items():
+            setattr(v, key, value)
+        return v
+
+    async def offer(v: model_pb2.ModelVersion) -> str:
+        async with controller.db.begin() as conn:
+            await controller.on_model_registered(v, JobStore(conn))
+        return (await client.get(job.name)).output_model_version
+
+    assert await offer(version("1", name="workspaces/team/models/other/versions/1")) == ""  # another model
+    assert await offer(version("2", artifact_uri="file:///elsewhere/out")) == ""  # not this job's output
+    early = version("3")
+    early.create_time.FromSeconds(done.end_time.ToSeconds() - 60)
+    assert await offer(early) == ""  # registered before the job ended: an earlier job's
+    assert await offer(version("4")) == f"{MODEL}/versions/4"
+    assert await offer(version("5")) == f"{MODEL}/versions/4"  # the first one stays
 
 
 @pytest.mark.parametrize("with_lineage", [False])

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import logging
 import pathlib
+import re
 import shutil
 import socket
 import time
@@ -69,6 +70,7 @@ FACT_KINDS: dict[type, str] = {
     scheduler_events.WorkloadDeleted: "deleted",
 }
 
+LABEL = "[a-z]([a-z0-9-]{0,61}[a-z0-9])?"  # a resource id (RFC-1034)
 LINEAGE_SUBJECTS = ("pai.lineage.model_version.created",)
 SCHEDULER_SUBJECTS = (
     "pai.scheduler.workload.admitted",
@@ -266,7 +268,7 @@ class Controller:
             storage_root=self.options.storage_root,
             uid=uid,
         )
-        await self._resolve_data(name, spec)
+        await self.resolve_data(name, spec)
         violations = validate(spec, engines=frozenset(self.engines))
         if violations:
             raise InvalidArgument(
@@ -302,16 +304,25 @@ class Controller:
         self.kick()
         return s.job
 
-    async def _resolve_data(self, name: str, spec: JobSpec) -> None:
+    async def resolve_data(self, owner: str, spec: JobSpec, where: str = "job.spec") -> None:
         """Fill every data source's `resolved_uri`; a dataset version (`@latest` included) is asked of
-        lineage and recorded by its concrete name, so the job says exactly which data it read."""
+        lineage and recorded by its concrete name, so the job says exactly which data it read. Also
+        checks the output model names a model of the owner's (the job's or sweep's) workspace."""
+        ws = owner.split("/")[1]
+        if spec.output_model and not re.match(
+            rf"^workspaces/{re.escape(ws)}/models/{LABEL}$", spec.output_model
+        ):
+            message = f"output_model must be workspaces/{ws}/models/<model id>, got {spec.output_model!r}"
+            raise InvalidArgument(
+                "INVALID_JOB_SPEC", message, violations=[FieldViolation(f"{where}.output_model", message)]
+            )
         for i, ds in enumerate(spec.data_sources):
-            field = f"job.spec.data_sources[{i}].dataset_version"
+            field = f"{where}.data_sources[{i}].dataset_version"
             if not ds.dataset_version:
                 ds.resolved_uri = ds.uri
                 continue
-            if not same_workspace(name, ds.dataset_version):
-                message = f"{ds.dataset_version} is not in the job's workspace {name.split('/')[1]}"
+            if not same_workspace(owner, ds.dataset_version):
+                message = f"{ds.dataset_version} is not in workspace {ws}"
                 raise InvalidArgument(
                     "INVALID_JOB_SPEC", message, violations=[FieldViolation(field, message)]
                 )
@@ -480,9 +491,9 @@ class Controller:
     async def on_model_registered(self, v: model_pb2.ModelVersion, store: JobStore) -> None:
         """Lineage registered the output of a job as a model version: say so on the job.
 
-        Only a SUCCEEDED job that asked for that model and has no version yet takes it, so a version
-        registered by hand with `source_job`, or a job deleted and created again under the same name,
-        is left alone. A concurrent write of the job aborts this transaction and the event comes again.
+        Only a SUCCEEDED job that asked for that model, has no version yet and whose output directory is
+        the version's artifact takes it: a version registered by hand with `source_job`, or the output of
+        an earlier job deleted and created again under the same name, is left alone. A concurrent write of the job aborts this transaction and the event comes again.
         """
         if not v.source_job or not v.name:
             return
@@ -490,6 +501,10 @@ class Controller:
         if s is None or s.state != State.SUCCEEDED or s.job.output_model_version:
             return
         if v.name.rsplit("/versions/", 1)[0] != s.job.spec.output_model:
+            return
+        if (
+            v.artifact_uri != s.job.spec.output_uri
+        ):  # not this job's output (e.g. an earlier job's of that name)
             return
         if v.HasField("create_time") and v.create_time.ToDatetime() < s.job.end_time.ToDatetime():
             return
@@ -878,7 +893,8 @@ class Controller:
                 failure.exit_code = c.exit_code
             s.job.failure.CopyFrom(failure)
         if verdict.action == "succeed":
-            final = final_metrics(s)
+            # read off the loop: the logs of a long job are large, and only a model registration needs them
+            final = await asyncio.to_thread(final_metrics, s) if spec.output_model else {}
 
             async def succeed(store: JobStore) -> None:
                 await self._move(store, s, State.SUCCEEDED, verdict.reason, verdict.message)

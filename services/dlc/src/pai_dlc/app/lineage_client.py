@@ -41,7 +41,7 @@ class LineageClient:
     async def resolve(self, field: str, name: str) -> ResolvedDataset:
         """The version `name` (`.../versions/@latest` for the newest ACTIVE one) or a clear error
         naming `field`: INVALID_ARGUMENT when it does not exist, FAILED_PRECONDITION when it is
-        archived, UNAVAILABLE when lineage does not answer."""
+        archived or lineage refuses dlc's credential, UNAVAILABLE when lineage does not answer."""
         try:
             v: DatasetVersion = await self._stub.GetDatasetVersion(
                 dataset_pb2.GetDatasetVersionRequest(name=name), timeout=10
@@ -53,9 +53,9 @@ class LineageClient:
                 raise InvalidArgument(
                     "DATASET_VERSION_NOT_FOUND", message, violations=[FieldViolation(field, message)]
                 ) from None
-            if code == grpc.StatusCode.PERMISSION_DENIED:
-                message = f"dlc may not read {name} in lineage: {e.details()}"
-                raise FailedPrecondition("DATASET_VERSION_NOT_FOUND", message, dataset_version=name) from None
+            if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                message = f"lineage refused dlc's own credential (PAI_DLC_API_KEY) for {name}: {e.details()}"
+                raise FailedPrecondition("LINEAGE_ACCESS_DENIED", message, dataset_version=name) from None
             raise Unavailable(
                 "LINEAGE_UNAVAILABLE",
                 f"lineage at {self._endpoint} did not resolve {name} ({code.name}: {e.details()}); retry",

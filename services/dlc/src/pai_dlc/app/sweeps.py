@@ -132,6 +132,8 @@ class SweepController:
         if spec.algorithm.type == sweep_pb2.Algorithm.RANDOM and not spec.algorithm.seed:
             spec.algorithm.seed = uuid.uuid4().int % (1 << 62)
         violations = search.validate(spec)
+        # once for every trial: `@latest` is pinned to one version, and a bad reference fails here
+        await self.jobs.resolve_data(name, spec.job_template, "sweep.spec.job_template")
         template = normalize(
             spec.job_template, default_engine=self.jobs.options.default_engine,
             storage_root=self.jobs.options.storage_root, uid="template",
