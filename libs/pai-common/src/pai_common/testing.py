@@ -19,7 +19,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from pai_common.config import Settings
 
@@ -314,3 +316,15 @@ class DlcProcess(ServiceProcess):
             "PAI_DLC_KILL_GRACE": self.kill_grace,
             "PAI_DLC_POLL_INTERVAL": self.poll_interval,
         }
+
+
+def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo detail of a rich gRPC error (an empty one when there is none)."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info
+    return error_details_pb2.ErrorInfo()

@@ -31,6 +31,7 @@ from pai_dlc.model.spec import JobSpec
 
 log = logging.getLogger(__name__)
 SOURCE = "pai.dlc"
+DOMAIN = "dlc.pai.dev"  # the ErrorInfo domain of dlc's errors (its errors.proto)
 DEFAULT_SCHEDULER = "127.0.0.1:50052"
 DEFAULT_LINEAGE = "127.0.0.1:50056"
 
@@ -166,7 +167,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
                     sweep_pb2_grpc.add_SweepServiceServicer_to_server,
                 ),
             ],
-            domain=SOURCE,
+            domain=DOMAIN,
             authorizer=authorizer,
         )
         await relay.start()

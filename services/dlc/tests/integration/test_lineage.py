@@ -11,7 +11,6 @@ import pathlib
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from pai.dlc.v1 import job_pb2, job_spec_pb2, sweep_pb2, sweep_pb2_grpc
 from pai.lineage.v1 import (
@@ -23,6 +22,7 @@ from pai.lineage.v1 import (
     model_pb2_grpc,
 )
 from pai_common.grpc_client import channel
+from pai_common.testing import error_info
 from pai_dlc.db.store import JobStore
 
 from .conftest import PY, Client, Stack
@@ -52,15 +52,10 @@ def with_lineage() -> bool:
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason of a rich error."""
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)  # type: ignore[arg-type]
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return ""
+    """The ErrorInfo reason of one of dlc's errors (domain `dlc.pai.dev`, as its errors.proto says)."""
+    info = error_info(err)
+    assert info.domain == "dlc.pai.dev", info
+    return info.reason
 
 
 async def _dataset(

@@ -21,7 +21,6 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -33,7 +32,7 @@ from pai_common.db import utcnow
 from pai_common.events import Outbox, OutboxEvent, cloudevent_headers, event_tables
 from pai_common.grpc_client import channel
 from pai_common.relay import Relay
-from pai_common.testing import NatsServer, ServiceProcess, api_key, postgres_url
+from pai_common.testing import NatsServer, ServiceProcess, api_key, error_info, postgres_url
 from pai_common.testing import service_settings as settings
 from pai_lineage.bootstrap import LineageApp
 from pai_lineage.bootstrap import build as build_lineage
@@ -187,19 +186,6 @@ async def watch(stack: Stack) -> AsyncIterator[Watch]:
         yield w
     finally:
         await sub.unsubscribe()
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    """The ErrorInfo detail of a failed call."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)  # type: ignore[arg-type]
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    return info
-    raise AssertionError(f"no ErrorInfo in {error}")
 
 
 @contextlib.asynccontextmanager

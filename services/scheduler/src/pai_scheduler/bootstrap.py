@@ -33,8 +33,8 @@ from pai_scheduler.app.engine import Scheduler
 from pai_scheduler.app.local import register_local_machine
 from pai_scheduler.db.rows import EVENTS
 from pai_scheduler.db.store import UnitOfWorkFactory
-from pai_scheduler.mapping import SOURCE
 
+DOMAIN = "scheduler.pai.dev"  # the ErrorInfo domain of the scheduler's errors (its errors.proto)
 log = logging.getLogger(__name__)
 MIGRATIONS = pathlib.Path(__file__).parent / "db" / "migrations"
 
@@ -98,7 +98,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
                     stats_pb2_grpc.add_SchedulerStatsServiceServicer_to_server,
                 ),
             ],
-            domain=SOURCE,
+            domain=DOMAIN,
             authorizer=authorizer,
         )
         await relay.start()

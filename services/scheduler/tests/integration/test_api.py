@@ -11,7 +11,7 @@ import pytest
 from pai.auth.v1 import identity_pb2, identity_pb2_grpc, workspace_pb2, workspace_pb2_grpc
 from pai.scheduler.v1 import events_pb2, node_pb2, quota_pb2, resource_group_pb2, stats_pb2, workload_pb2
 from pai_common.grpc_client import channel
-from pai_common.testing import NatsServer
+from pai_common.testing import NatsServer, error_info
 
 from .conftest import Client, Stack, W
 
@@ -205,6 +205,8 @@ async def test_update_priority_moves_the_queue_and_requeue_and_delete(client: Cl
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.get("team", "holder")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    info = error_info(err.value)
+    assert (info.domain, info.reason) == ("scheduler.pai.dev", "WORKLOAD_NOT_FOUND")
 
 
 async def test_concurrent_creates_commit_together_and_stay_exact(client: Client) -> None:
