@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
 from pai_lineage.api.servicers import DatasetServicer, LineageServicer, ModelRegistryServicer
+from pai_lineage.app.artifacts import Files
 from pai_lineage.app.common import Db
 from pai_lineage.app.datasets import Datasets
 from pai_lineage.app.handlers import SUBJECTS, JobEvents
@@ -43,13 +46,19 @@ class LineageApp:
         return self.server.address
 
 
+def files(settings: Settings) -> Files:
+    """`PAI_LINEAGE_FILE_ROOTS` (paths joined by `:`): the only directories whose files lineage reads."""
+    roots = [r for r in str(settings.get("file_roots") or "").split(os.pathsep) if r.strip()]
+    return Files(tuple(pathlib.Path(r).expanduser().resolve() for r in roots))
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> AsyncIterator[LineageApp]:
     """Start lineage: migrate, serve, follow dlc's job events; stop everything on exit."""
     async with contextlib.AsyncExitStack() as stack:
         base = await service.backbone(stack, settings, MIGRATIONS, EVENTS.outbox)
         db = Db(base.engine, base.relay.notify)
-        datasets = Datasets(db)
+        datasets = Datasets(db, files(settings))
         models = Models(db, datasets)
         lineage = Lineage(db, datasets, models)
         job_events = JobEvents(db, datasets, models)

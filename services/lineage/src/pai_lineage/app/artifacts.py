@@ -82,3 +82,33 @@ async def complete(
             actual=found.checksum,
         )
     return Facts(size_bytes or found.size_bytes, file_count or found.file_count, checksum or found.checksum)
+
+
+@dataclass(frozen=True)
+class Files:
+    """The local files lineage may read to register them: those under `roots`, or any at all when
+    there are none (one machine, where jobs run as the same user anyway). A path is judged after
+    following symbolic links, so a link inside a root does not lead outside it."""
+
+    roots: tuple[pathlib.Path, ...] = ()  # resolved (absolute, links followed)
+
+    async def complete(
+        self,
+        uri: str,
+        size_bytes: int,
+        file_count: int,
+        checksum: str,
+        *,
+        field: str,
+        missing_ok: bool = False,
+    ) -> Facts:
+        path = local_path(uri, field)
+        if path is not None and self.roots:
+            real = await asyncio.to_thread(path.resolve)
+            if not any(real.is_relative_to(r) for r in self.roots):
+                allowed = ", ".join(str(r) for r in self.roots)
+                message = f"{uri} is outside the directories lineage may read ({allowed})"
+                raise InvalidArgument(
+                    "INVALID_URI", message, violations=[FieldViolation(field, message)], uri=uri
+                )
+        return await complete(uri, size_bytes, file_count, checksum, field=field, missing_ok=missing_ok)

@@ -49,8 +49,9 @@ def node_attributes(v: dataset_pb2.DatasetVersion) -> dict[str, str]:
 class Datasets:
     """Every change in one transaction with its events (and graph nodes and edges)."""
 
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, files: artifacts.Files | None = None) -> None:
         self.db = db
+        self.files = files or artifacts.Files()
 
     # ---- datasets ------------------------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class Datasets:
         if not v.uri:
             message = "uri is required"
             raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation(field, message)])
-        return await artifacts.complete(v.uri, v.size_bytes, v.file_count, v.checksum, field=field)
+        return await self.files.complete(v.uri, v.size_bytes, v.file_count, v.checksum, field=field)
 
     async def create_version(
         self,

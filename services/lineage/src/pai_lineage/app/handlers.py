@@ -137,7 +137,7 @@ class JobEvents:
         ):
             return None
         try:
-            return await artifacts.complete(
+            return await self.models.files.complete(
                 message.model_artifact_uri, 0, 0, "", field="model_artifact_uri", missing_ok=True
             )
         except DomainError as error:  # e.g. an unsupported URI: the handler logs and skips it

@@ -49,6 +49,7 @@ class Models:
     def __init__(self, db: Db, datasets: Datasets) -> None:
         self.db = db
         self.datasets = datasets
+        self.files = datasets.files
 
     # ---- models --------------------------------------------------------------------------------
 
@@ -209,7 +210,7 @@ class Models:
         if not v.artifact_uri:
             message = "artifact_uri is required"
             raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation(field, message)])
-        return await artifacts.complete(
+        return await self.files.complete(
             v.artifact_uri, v.size_bytes, 0, v.checksum, field=field, missing_ok=missing_ok
         )
 
