@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from google.protobuf.message import Message
+
 from pai_common.errors import FieldViolation, InvalidArgument
 
 
@@ -29,3 +31,25 @@ def paths(
             violations=[FieldViolation("update_mask", message)],
         )
     return set(mask_paths)
+
+
+def apply(target: Message, given: Message, fields: Iterable[str]) -> None:
+    """Copy the named top-level fields of `given` onto `target` (an Update after `paths`): maps and
+    repeated fields are replaced whole, messages copied, scalars set."""
+    for name in fields:
+        descriptor = target.DESCRIPTOR.fields_by_name[name]
+        value = getattr(given, name)
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            field = getattr(target, name)
+            field.clear()
+            field.update(value)
+        elif descriptor.is_repeated:
+            del getattr(target, name)[:]
+            getattr(target, name).extend(value)
+        elif descriptor.message_type is not None:
+            if given.HasField(name):
+                getattr(target, name).CopyFrom(value)
+            else:
+                target.ClearField(name)
+        else:
+            setattr(target, name, value)

@@ -54,6 +54,23 @@ def test_field_masks() -> None:
     assert caught.value.reason == "INVALID_UPDATE_MASK"
 
 
+def test_field_mask_apply_replaces_maps_lists_and_messages_whole() -> None:
+    from pai.dlc.v1 import job_pb2, job_spec_pb2
+
+    target = job_pb2.Job(display_name="old", description="keep", labels={"a": "1", "b": "2"})
+    target.spec.replica_specs.add(count=3)
+    target.start_time.FromSeconds(5)
+    target.replica_statuses.add(replica="worker-0")
+    given = job_pb2.Job(display_name="new", description="ignored", labels={"c": "3"})
+    given.spec.hyperparameters["lr"] = "0.1"
+    given.replica_statuses.add(replica="master-0")
+    fieldmask.apply(target, given, {"display_name", "labels", "spec", "start_time", "replica_statuses"})
+    assert [r.replica for r in target.replica_statuses] == ["master-0"]
+    assert (target.display_name, target.description, dict(target.labels)) == ("new", "keep", {"c": "3"})
+    assert target.spec == job_spec_pb2.JobSpec(hyperparameters={"lr": "0.1"})  # not merged
+    assert not target.HasField("start_time")  # unset in `given`: cleared, not kept
+
+
 def test_tokens_sign_verify_and_reject() -> None:
     key = Ed25519PrivateKey.generate()
     keys = {"k1": key.public_key()}

@@ -10,6 +10,7 @@ import signal
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from pai.dlc.v1 import job_pb2, job_spec_pb2, log_pb2, metric_pb2
 from pai.scheduler.v1 import workload_pb2
@@ -289,3 +290,30 @@ async def test_replicas_started_but_never_recorded_are_stopped_before_the_attemp
     assert (await client.get(job.name)).end_time.ToDatetime() - done.create_time.ToDatetime() < dt.timedelta(
         seconds=30
     )  # the minute-long first gang was stopped, not waited for
+
+
+async def test_update_changes_only_the_masked_descriptive_fields(client: Client) -> None:
+    job = await client.submit("named", [PY, "-c", "pass"], code=None, workers=1)
+    updated = await client.jobs.UpdateJob(
+        job_pb2.UpdateJobRequest(
+            job=Job(name=job.name, display_name="MNIST run", description="not this", labels={"team": "a"}),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name", "labels"]),
+        )
+    )
+    assert (updated.display_name, updated.description, dict(updated.labels)) == (
+        "MNIST run",
+        "",
+        {"team": "a"},
+    )
+    assert updated.etag != job.etag and updated.spec == job.spec
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.jobs.UpdateJob(job_pb2.UpdateJobRequest(job=Job(name=job.name, etag=job.etag)))
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.jobs.UpdateJob(
+            job_pb2.UpdateJobRequest(
+                job=Job(name=job.name), update_mask=field_mask_pb2.FieldMask(paths=["spec"])
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await client.done(job.name)

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from pai.dlc.v1 import job_pb2, job_spec_pb2, sweep_pb2, sweep_pb2_grpc
 
@@ -138,3 +139,26 @@ async def test_list_sweeps_pages_by_state_without_repeats(client: Client) -> Non
         await sweeps.StopSweep(sweep_pb2.StopSweepRequest(name=f"workspaces/team/sweeps/{sid}"))
     for sid in ("a", "b", "c"):
         await wait_sweep(sweeps, f"workspaces/team/sweeps/{sid}")
+
+
+async def test_update_renames_a_running_sweep_and_checks_a_given_etag(client: Client) -> None:
+    sweeps = sweep_pb2_grpc.SweepServiceStub(client.channel)
+    created = await sweeps.CreateSweep(
+        sweep_pb2.CreateSweepRequest(parent="workspaces/team", sweep_id="named", sweep=grid(parallelism=1))
+    )
+    updated = await sweeps.UpdateSweep(
+        sweep_pb2.UpdateSweepRequest(
+            sweep=S(name=created.name, display_name="lr search", labels={"team": "a"}),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name", "labels"]),
+        )
+    )
+    assert (updated.display_name, dict(updated.labels), updated.spec) == (
+        "lr search",
+        {"team": "a"},
+        created.spec,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await sweeps.UpdateSweep(sweep_pb2.UpdateSweepRequest(sweep=S(name=created.name, etag='W/"0"')))
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    await sweeps.StopSweep(sweep_pb2.StopSweepRequest(name=created.name))
+    await wait_sweep(sweeps, created.name)

@@ -114,20 +114,13 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
 
     async def UpdateJob(self, request: job_pb2.UpdateJobRequest, context: Ctx) -> job_pb2.Job:
         fields = fieldmask.paths(request.update_mask.paths, UPDATABLE)
-        s = await self._c.get(request.job.name)
-        s.job.etag = request.job.etag or s.job.etag
         new = request.job
 
         def apply(job: job_pb2.Job) -> None:
-            if "display_name" in fields:
-                job.display_name = new.display_name
-            if "description" in fields:
-                job.description = new.description
-            if "labels" in fields:
-                job.labels.clear()
-                job.labels.update(new.labels)
+            fieldmask.apply(job, new, fields)
 
-        return await self._c.update(s, apply)
+        # only the caller's etag is checked: the controller moves a job on its own all the time
+        return await self._c.update(new.name, new.etag, apply)
 
     async def DeleteJob(self, request: job_pb2.DeleteJobRequest, context: Ctx) -> empty_pb2.Empty:
         await self._c.delete(request.name, request.etag, request.force)
@@ -326,13 +319,7 @@ class SweepServicer(sweep_pb2_grpc.SweepServiceServicer):
         new = request.sweep
 
         def apply(sweep: sweep_pb2.Sweep) -> None:
-            if "display_name" in fields:
-                sweep.display_name = new.display_name
-            if "description" in fields:
-                sweep.description = new.description
-            if "labels" in fields:
-                sweep.labels.clear()
-                sweep.labels.update(new.labels)
+            fieldmask.apply(sweep, new, fields)
 
         return await self._s.update(new.name, new.etag, apply)
 

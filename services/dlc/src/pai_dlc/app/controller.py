@@ -452,10 +452,11 @@ class Controller:
         # the replicas' logs (and with them the reported metrics) go with the job
         await asyncio.to_thread(_remove_attempts, self.options.storage_root / "jobs" / s.job.uid)
 
-    async def update(self, s: StoredJob, apply: Callable[[job_pb2.Job], None]) -> job_pb2.Job:
-        async with self.lock(s.name):
-            fresh = await self.get(s.name)
-            check_etag(fresh.name, fresh.job.etag, s.job.etag)
+    async def update(self, name: str, etag: str, apply: Callable[[job_pb2.Job], None]) -> job_pb2.Job:
+        """Change a job's descriptive fields; a given `etag` must be the current one."""
+        async with self.lock(name):
+            fresh = await self.get(name)
+            check_etag(fresh.name, fresh.job.etag, etag)
             apply(fresh.job)
 
             async def publish(store: JobStore) -> None:

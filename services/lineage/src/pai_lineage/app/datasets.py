@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 
 from pai.lineage.v1 import dataset_pb2, events_pb2
+from pai_common import fieldmask
 from pai_common.db import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from pai_lineage.app import artifacts, recording
@@ -116,12 +117,7 @@ class Datasets:
             if ds is None:
                 raise _not_found(given.name)
             check_etag(ds.name, ds.msg.etag, given.etag)
-            for f in fields:
-                if f == "labels":
-                    ds.msg.labels.clear()
-                    ds.msg.labels.update(given.labels)
-                else:
-                    setattr(ds.msg, f, getattr(given, f))
+            fieldmask.apply(ds.msg, given, fields)
             ds.msg.update_time.CopyFrom(stamp())
             await s.datasets.save(ds)
             await s.publish("pai.lineage.dataset.updated", events_pb2.DatasetUpdated(dataset=ds.msg))
@@ -294,12 +290,7 @@ class Datasets:
             if v is None:
                 raise _version_not_found(given.name)
             check_etag(v.name, v.msg.etag, given.etag)
-            for f in fields:
-                if f == "labels":
-                    v.msg.labels.clear()
-                    v.msg.labels.update(given.labels)
-                else:
-                    setattr(v.msg, f, getattr(given, f))
+            fieldmask.apply(v.msg, given, fields)
             v.msg.update_time.CopyFrom(stamp())
             await s.dataset_versions.save(v)
             if "display_name" in fields:

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 
 from pai.lineage.v1 import events_pb2, model_pb2
+from pai_common import fieldmask
 from pai_common.db import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from pai_lineage.app import artifacts, recording
@@ -120,12 +121,7 @@ class Models:
             if m is None:
                 raise _not_found(given.name)
             check_etag(m.name, m.msg.etag, given.etag)
-            for f in fields:
-                if f == "labels":
-                    m.msg.labels.clear()
-                    m.msg.labels.update(given.labels)
-                else:
-                    setattr(m.msg, f, getattr(given, f))
+            fieldmask.apply(m.msg, given, fields)
             m.msg.update_time.CopyFrom(stamp())
             await s.models.save(m)
             await s.publish("pai.lineage.model.updated", events_pb2.ModelUpdated(model=m.msg))
@@ -395,12 +391,7 @@ class Models:
             if v is None:
                 raise _version_not_found(given.name)
             check_etag(v.name, v.msg.etag, given.etag)
-            for f in fields:
-                if f == "labels":
-                    v.msg.labels.clear()
-                    v.msg.labels.update(given.labels)
-                else:
-                    setattr(v.msg, f, getattr(given, f))
+            fieldmask.apply(v.msg, given, fields)
             v.msg.update_time.CopyFrom(stamp())
             await s.model_versions.save(v)
             if "display_name" in fields:
