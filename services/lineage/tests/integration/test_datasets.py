@@ -277,13 +277,14 @@ async def test_updates_follow_masks_and_etags(
                 update_mask=field_mask_pb2.FieldMask(paths=["uri"]),
             )
         )
-    async with fails(Code.INVALID_ARGUMENT, "INVALID_UPDATE_MASK"):
-        await client.datasets.UpdateDatasetVersion(
-            D.UpdateDatasetVersionRequest(
-                dataset_version=D.DatasetVersion(name=v.name),
-                update_mask=field_mask_pb2.FieldMask(paths=["colour"]),
+    for path in ("colour", "state", "create_time", "etag"):  # unknown or output-only: not a field to set
+        async with fails(Code.INVALID_ARGUMENT, "INVALID_UPDATE_MASK"):
+            await client.datasets.UpdateDatasetVersion(
+                D.UpdateDatasetVersionRequest(
+                    dataset_version=D.DatasetVersion(name=v.name),
+                    update_mask=field_mask_pb2.FieldMask(paths=[path]),
+                )
             )
-        )
     async with fails(Code.ABORTED, "ETAG_MISMATCH"):
         await client.datasets.ArchiveDatasetVersion(D.ArchiveDatasetVersionRequest(name=v.name, etag=v.etag))
     await watch.wait_for(

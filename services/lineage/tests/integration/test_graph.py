@@ -104,6 +104,15 @@ async def test_recording_is_idempotent_and_names_follow_the_relation(
             [edge("s3://a/c", Node.EXTERNAL, Edge.CONSUMED_BY, f"{ws}/jobs/x", Node.JOB)],
             request_id="rec-1",
         )
+    # the most edges a request may carry, with a key: remembered whole, answered whole again
+    many = [
+        edge(f"s3://a/part-{i}", Node.EXTERNAL, Edge.CONSUMED_BY, f"{ws}/jobs/x", Node.JOB)
+        for i in range(100)
+    ]
+    first_many = await record(client, ws, many, request_id="rec-many")
+    assert [e.name for e in await record(client, ws, many, request_id="rec-many")] == [
+        e.name for e in first_many
+    ]
 
     async with fails(Code.ABORTED, "ETAG_MISMATCH"):
         await client.lineage.DeleteLineageEdge(
@@ -145,6 +154,13 @@ async def test_bad_edges_are_refused(client: Client, ws: str) -> None:
             await record(client, ws, [bad])
     async with fails(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT"):
         await record(client, ws, chain(ws)[:1], nodes=[Node(name=f"{ws}/jobs/train", kind=Node.JOB)])
+    # a node described as EXTERNAL must be an EXTERNAL end of the request's edges: neither another
+    # workspace's entity nor an orphan
+    for name in ("workspaces/other/models/m/versions/1", "s3://bucket/not-in-any-edge"):
+        async with fails(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT"):
+            await record(
+                client, ws, chain(ws)[:1], nodes=[Node(name=name, kind=Node.EXTERNAL, display_name="x")]
+            )
     async with fails(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT"):
         await client.lineage.RecordLineage(L.RecordLineageRequest(parent=ws))
 
@@ -211,6 +227,44 @@ async def test_render_text_dot_and_mermaid(client: Client, ws: str) -> None:
     )
     assert mermaid.media_type == "text/vnd.mermaid"
     assert mermaid.content.startswith("flowchart LR") and mermaid.content.count("-->|") == 4
+
+
+async def test_a_popular_dataset_does_not_cut_a_models_upstream_short(client: Client, ws: str) -> None:
+    await record(client, ws, chain(ws))
+    data = f"{ws}/datasets/qa/versions/1"
+    for batch in range(2):  # 140 other jobs read the same dataset
+        await record(client, ws, [
+            edge(data, Node.DATASET_VERSION, Edge.CONSUMED_BY, f"{ws}/jobs/other-{batch}-{i}", Node.JOB)
+            for i in range(70)
+        ])  # fmt: skip
+    model = f"{ws}/models/qa/versions/1"
+    up = await client.lineage.QueryLineage(
+        L.QueryLineageRequest(parent=ws, entity=model, direction=L.UPSTREAM, max_depth=5, max_nodes=5)
+    )
+    assert {n.name for n in up.nodes} == {model, f"{ws}/jobs/train", data, "s3://raw/crawl"}
+    assert not up.truncated
+    down = await client.lineage.QueryLineage(
+        L.QueryLineageRequest(parent=ws, entity=data, direction=L.DOWNSTREAM, max_nodes=5)
+    )
+    assert len(down.nodes) == 5 and down.truncated
+
+
+async def test_text_names_a_node_reached_twice_once(client: Client, ws: str) -> None:
+    """A diamond: the base model is both the fine-tune job's input and the new version's base."""
+    base, tuned, job = f"{ws}/models/qa/versions/1", f"{ws}/models/qa/versions/2", f"{ws}/jobs/tune"
+    await record(client, ws, [
+        edge("s3://hub/base", Node.EXTERNAL, Edge.DERIVED_INTO, base, Node.MODEL_VERSION),
+        edge(base, Node.MODEL_VERSION, Edge.CONSUMED_BY, job, Node.JOB),
+        edge(job, Node.JOB, Edge.PRODUCED, tuned, Node.MODEL_VERSION),
+        edge(base, Node.MODEL_VERSION, Edge.DERIVED_INTO, tuned, Node.MODEL_VERSION),
+    ])  # fmt: skip
+    text = await client.lineage.RenderLineage(
+        L.RenderLineageRequest(parent=ws, entity=tuned, direction=L.UPSTREAM, max_depth=5)
+    )
+    lines = text.content.splitlines()
+    assert sum("s3://hub/base" in line for line in lines) == 1  # the base's own upstream, printed once
+    assert sum("qa:1" in line for line in lines) == 2
+    assert sum(line.endswith("(see above)") for line in lines) == 1
 
 
 async def test_openlineage_run_events_for_jobs(client: Client, ws: str, stack: Stack) -> None:

@@ -196,7 +196,7 @@ async def test_aliases_point_at_active_versions_and_guard_them(client: Client, w
     assert (got.latest_version, got.version_count) == ("", 2)
 
 
-async def test_update_list_and_delete(client: Client, ws: str) -> None:
+async def test_update_list_and_delete(client: Client, ws: str, watch: Watch) -> None:
     m = await make(client, ws, framework=M.SKLEARN, labels={"team": "a"})
     await make(client, ws, "other", framework=M.PYTORCH)
     updated = await client.models.UpdateModel(
@@ -253,6 +253,24 @@ async def test_update_list_and_delete(client: Client, ws: str) -> None:
     # the deleted version's node stays, marked deleted
     q = await client.lineage.QueryLineage(lineage_pb2.QueryLineageRequest(parent=ws, entity=v2.name))
     assert q.root.deleted and q.root.name == v2.name
+    # a service following `production` hears it is gone; the deleted version says which aliases it had
+    gone = await watch.wait_for(
+        lambda e: (
+            e.subject == "pai.lineage.model.alias_changed"
+            and e.message.model.name == m.name  # type: ignore[union-attr]
+            and e.message.alias == "production"
+            and not e.message.version_id
+        ),  # type: ignore[union-attr]
+        what="production removed",
+    )
+    assert gone.message.previous_version_id == "2"  # type: ignore[union-attr]
+    deleted = await watch.wait_for(
+        lambda e: (
+            e.subject == "pai.lineage.model_version.deleted" and e.message.model_version.name == v2.name
+        ),  # type: ignore[union-attr]
+        what="version 2 deleted",
+    )
+    assert list(deleted.message.model_version.aliases) == ["production"]  # type: ignore[union-attr]
 
 
 async def test_request_id_registers_one_version(client: Client, ws: str) -> None:

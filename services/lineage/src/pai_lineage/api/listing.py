@@ -18,6 +18,24 @@ _TERM = re.compile(
 )
 
 
+TIME_FIELDS = ("create_time",)  # the only timestamps the List filters name
+NUMERIC_PREFIXES = ("metrics.",)  # compared as numbers; everything else as text
+
+
+def _outside_quotes(word: str) -> re.Pattern[str]:
+    """` WORD ` with an even number of quotes after it, i.e. not inside a quoted value."""
+    return re.compile(rf'\s+{word}\s+(?=(?:[^"]*"[^"]*")*[^"]*$)')
+
+
+_AND, _OR = _outside_quotes("AND"), _outside_quotes("OR")
+
+
+def _time(text: str) -> dt.datetime:
+    """An RFC 3339 time; one without an offset is taken as UTC."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
 def _bad(message: str) -> InvalidArgument:
     return InvalidArgument("INVALID_FILTER", message, violations=[FieldViolation("filter", message)])
 
@@ -28,12 +46,12 @@ def parse(expression: str, fields: Sequence[str], maps: Sequence[str] = ()) -> l
     if not expression.strip():
         return []
     groups: list[list[Term]] = []
-    for part in re.split(r"\s+AND\s+", expression.strip()):
+    for part in _AND.split(expression.strip()):
         part = part.strip()
         if part.startswith("(") and part.endswith(")"):
             part = part[1:-1]
         group: list[Term] = []
-        for alt in re.split(r"\s+OR\s+", part):
+        for alt in _OR.split(part):
             m = _TERM.match(alt)
             if m is None:
                 raise _bad(f"cannot parse {alt.strip()!r}; use field <op> value joined by AND/OR")
@@ -44,9 +62,9 @@ def parse(expression: str, fields: Sequence[str], maps: Sequence[str] = ()) -> l
                 raise _bad(f"unknown field {key!r}; known: {known}")
             if group and group[0][0] != key:
                 raise _bad("an OR group must compare one field")
-            if key.endswith("_time"):
+            if key in TIME_FIELDS:
                 try:
-                    dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                    _time(value)
                 except ValueError as exc:
                     raise _bad(f"{key} needs an RFC 3339 time, not {value!r}") from exc
             group.append((key, op, value))
@@ -59,10 +77,9 @@ def _compare(have: str | None, op: str, want: str, key: str) -> bool:
         return op == "!="
     left: object = have
     right: object = want
-    if key.endswith("_time"):
-        left = dt.datetime.fromisoformat(have.replace("Z", "+00:00"))
-        right = dt.datetime.fromisoformat(want.replace("Z", "+00:00"))
-    else:
+    if key in TIME_FIELDS:
+        left, right = _time(have), _time(want)
+    elif key.startswith(NUMERIC_PREFIXES):
         with contextlib.suppress(ValueError):
             left, right = float(have), float(want)
     if op == "=":
@@ -95,9 +112,13 @@ def page(
     **query: object,
 ) -> tuple[list[T], str]:
     """The page after the token's key in `items` (ordered by `key`, ascending or descending), and the
-    next token. The key, not an offset, marks the place, so changes between pages shift nothing."""
+    next token. The key, not an offset, marks the place, so changes between pages shift nothing.
+    `query` (the method, parent and filter) is bound into the token: it is refused by any other."""
     size = pagination.page_size(page_size)
     fingerprint = pagination.fingerprint(**query)
+    # the place is found with Python's comparison, so the order must be Python's too (a database
+    # collation may order `a-c` and `ab` differently)
+    items = sorted(items, key=key, reverse=descending)
     after = pagination.decode_token(page_token, fingerprint, list)
     start = 0
     if after is not None:

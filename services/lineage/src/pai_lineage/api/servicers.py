@@ -6,7 +6,9 @@ import datetime as dt
 from typing import TypeAlias
 
 import grpc
+from google.api import field_behavior_pb2
 from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from pai.lineage.v1 import (
     dataset_pb2,
@@ -43,6 +45,20 @@ def _labels(prefix: str, values: dict[str, str]) -> dict[str, str]:
 
 def _newest_key(name: str, t: timestamp_pb2.Timestamp) -> list[str]:
     return [_time(t), name.rsplit("/", 1)[1]]
+
+
+def settable_fields(message: type[Message]) -> list[str]:
+    """The fields a caller can give at all: not OUTPUT_ONLY or IDENTIFIER ones, nor the etag. Naming those in
+    an update mask is INVALID_UPDATE_MASK; naming a settable but immutable one is VERSION_IMMUTABLE."""
+    out = []
+    for f in message.DESCRIPTOR.fields:
+        behaviors = set(f.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+        if f.name != "etag" and not behaviors & {
+            field_behavior_pb2.OUTPUT_ONLY,
+            field_behavior_pb2.IDENTIFIER,
+        }:
+            out.append(f.name)
+    return out
 
 
 class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
@@ -82,7 +98,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         ]
         chosen, token = listing.page(
             items, lambda d: [d.name.rsplit("/", 1)[1]], page_size=request.page_size,
-            page_token=request.page_token, parent=request.parent, filter=request.filter,
+            method="ListDatasets", page_token=request.page_token, parent=request.parent, filter=request.filter,
         )  # fmt: skip
         return dataset_pb2.ListDatasetsResponse(datasets=chosen, next_page_token=token)
 
@@ -128,14 +144,14 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         ]
         chosen, token = listing.page(
             items, lambda v: _newest_key(v.name, v.create_time), page_size=request.page_size,
-            page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
+            method="ListDatasetVersions", page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
         )  # fmt: skip
         return dataset_pb2.ListDatasetVersionsResponse(dataset_versions=chosen, next_page_token=token)
 
     async def UpdateDatasetVersion(
         self, request: dataset_pb2.UpdateDatasetVersionRequest, context: Ctx
     ) -> dataset_pb2.DatasetVersion:
-        known = [f.name for f in DatasetVersion.DESCRIPTOR.fields]
+        known = settable_fields(DatasetVersion)
         with obeying():
             fields = versions.check_version_mask(
                 request.update_mask.paths, known, request.dataset_version.name
@@ -194,7 +210,7 @@ class ModelRegistryServicer(model_pb2_grpc.ModelRegistryServiceServicer):
         ]
         chosen, token = listing.page(
             items, lambda m: [m.name.rsplit("/", 1)[1]], page_size=request.page_size,
-            page_token=request.page_token, parent=request.parent, filter=request.filter,
+            method="ListModels", page_token=request.page_token, parent=request.parent, filter=request.filter,
         )  # fmt: skip
         return model_pb2.ListModelsResponse(models=chosen, next_page_token=token)
 
@@ -250,14 +266,14 @@ class ModelRegistryServicer(model_pb2_grpc.ModelRegistryServiceServicer):
         ]
         chosen, token = listing.page(
             items, lambda v: _newest_key(v.name, v.create_time), page_size=request.page_size,
-            page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
+            method="ListModelVersions", page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
         )  # fmt: skip
         return model_pb2.ListModelVersionsResponse(model_versions=chosen, next_page_token=token)
 
     async def UpdateModelVersion(
         self, request: model_pb2.UpdateModelVersionRequest, context: Ctx
     ) -> model_pb2.ModelVersion:
-        known = [f.name for f in ModelVersion.DESCRIPTOR.fields]
+        known = settable_fields(ModelVersion)
         with obeying():
             fields = versions.check_version_mask(request.update_mask.paths, known, request.model_version.name)
         return await self._m.update_version(request.model_version, fields)
@@ -347,7 +363,7 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         ]
         chosen, token = listing.page(
             items, lambda e: _newest_key(e.name, e.create_time), page_size=request.page_size,
-            page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
+            method="ListLineageEdges", page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
         )  # fmt: skip
         return lineage_pb2.ListLineageEdgesResponse(lineage_edges=chosen, next_page_token=token)
 

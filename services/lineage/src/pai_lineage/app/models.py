@@ -140,8 +140,17 @@ class Models:
                     f"{name} has {len(children)} versions; delete them or set force",
                     model=name,
                 )
-            for v in children:
+            gone = dict(m.msg.aliases)
+            for v in children:  # the versions as they were, aliases included
+                await self._with_aliases(s, v.msg)
                 await self._drop_version(s, v)
+            # a service following an alias learns that it is gone, as from DeleteModelAlias
+            m.msg.aliases.clear()
+            for alias, previous in sorted(gone.items()):
+                await s.publish(
+                    "pai.lineage.model.alias_changed",
+                    events_pb2.ModelAliasChanged(model=m.msg, alias=alias, previous_version_id=previous),
+                )
             await s.models.delete(name)
             await s.publish("pai.lineage.model.deleted", events_pb2.ModelDeleted(model=m.msg))
 

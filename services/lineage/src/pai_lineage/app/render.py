@@ -42,7 +42,10 @@ def text(q: Query) -> str:
     root = q.root
     lines = [f"{_label(root)}  [{Node.Kind.Name(root.kind)}] {root.name}"]
 
-    def branch(name: str, depth: int, up: bool, path: set[str]) -> None:
+    def branch(name: str, depth: int, up: bool, expanded: set[str]) -> None:
+        """Each node's own branch is printed once per direction; a node reached again (a shared
+        ancestor, or a loop) is named with `(see above)`, so the text grows with the graph's edges,
+        not with its paths."""
         edges = incoming.get(name, []) if up else outgoing.get(name, [])
         for e in sorted(edges, key=lambda e: e.source if up else e.target):
             other = e.source if up else e.target
@@ -50,12 +53,13 @@ def text(q: Query) -> str:
             if n is None:
                 continue
             arrow = "<-" if up else "->"
-            again = " ..." if other in path else ""
+            again = " (see above)" if other in expanded else ""
             lines.append(
                 f"{'  ' * depth}{arrow} {Edge.Type.Name(e.type)}: {_label(n)}  [{Node.Kind.Name(n.kind)}]{again}"
             )
             if not again:
-                branch(other, depth + 1, up, path | {other})
+                expanded.add(other)
+                branch(other, depth + 1, up, expanded)
 
     if incoming.get(root.name):
         lines.append("upstream:")

@@ -258,14 +258,13 @@ class Store:
             sa.update(EDGES).where(EDGES.c.workspace == workspace, EDGES.c.id == edge_id).values(**values)
         )
 
-    async def edges_touching(self, workspace: str, names: Sequence[str]) -> list[sa.Row[Any]]:
-        """The live edges of `workspace` with either end in `names`."""
+    async def edges_into(self, workspace: str, names: Sequence[str], *, into: bool) -> list[sa.Row[Any]]:
+        """The live edges of `workspace` that end at (`into`) or start from (not `into`) `names`."""
+        end = EDGES.c.target if into else EDGES.c.source
         out: dict[str, sa.Row[Any]] = {}
         for chunk in _chunks(list(names)):
             q = sa.select(EDGES).where(
-                EDGES.c.workspace == workspace,
-                EDGES.c.deleted.is_(False),
-                sa.or_(EDGES.c.source.in_(chunk), EDGES.c.target.in_(chunk)),
+                EDGES.c.workspace == workspace, EDGES.c.deleted.is_(False), end.in_(chunk)
             )
             out.update({r.id: r for r in await self.conn.execute(q)})
         return list(out.values())
