@@ -418,12 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         per_node = max(1, _int_env("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
 
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://{env.master_addr}:{env.master_port}",
-        rank=env.rank,
-        world_size=env.world_size,
-    )
+    # the rendezvous store, hosted by rank 0, as `init_method="tcp://..."` would make it
+    store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=env.rank == 0)
+    dist.init_process_group("gloo", store=store, rank=env.rank, world_size=env.world_size)
     try:
         train(args, env)
     except Exception:
@@ -432,8 +429,26 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
-    dist.destroy_process_group()
+    leave(store, env)
     return 0
+
+
+def leave(store: dist.TCPStore, env: Env) -> None:
+    """Exit 0 once every rank is done, without tearing the process group down.
+
+    `destroy_process_group` can abort a rank (`terminate called without an active exception`,
+    SIGABRT) although all the work is done, so no rank calls it: the others tell rank 0 they are
+    leaving and exit; rank 0, whose store they use for that, waits for them and exits last.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if env.rank != 0:
+        store.add("pai_example_done", 1)
+        os._exit(0)
+    deadline = time.monotonic() + 30
+    while store.add("pai_example_done", 0) < env.world_size - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(0)
 
 
 if __name__ == "__main__":
