@@ -6,11 +6,10 @@ import uuid
 from collections.abc import Callable
 
 from pai.lineage.v1 import dataset_pb2, events_pb2
-from pai_common import fieldmask
 from pai_common.db import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from pai_lineage.app import artifacts, recording
-from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
+from pai_lineage.app import artifacts, family, recording
+from pai_lineage.app.common import Db, earlier_result, remember, stamp
 from pai_lineage.db.store import Store, Stored, check_etag
 from pai_lineage.domain import graph, versions
 
@@ -20,9 +19,7 @@ DATASET_FIELDS = ("display_name", "description", "labels", "data_type", "format"
 REGISTERED = "pai.lineage.dataset_version.created"
 
 
-def dataset_of(version_name: str) -> str:
-    """`workspaces/w/datasets/d/versions/v` -> `workspaces/w/datasets/d`."""
-    return version_name.rsplit("/versions/", 1)[0]
+dataset_of = family.parent_of
 
 
 def _not_found(name: str) -> NotFound:
@@ -45,6 +42,24 @@ def check_same_workspace(other: str, resource: str, field: str) -> None:
 
 def node_attributes(v: dataset_pb2.DatasetVersion) -> dict[str, str]:
     return {"uri": v.uri, "state": Version.State.Name(v.state), "checksum": v.checksum}
+
+
+DATASETS: family.Family[dataset_pb2.Dataset, dataset_pb2.DatasetVersion] = family.Family(
+    parents=lambda s: s.datasets,
+    versions=lambda s: s.dataset_versions,
+    kind=graph.DATASET_VERSION,
+    parent_not_found=_not_found,
+    version_not_found=_version_not_found,
+    updated=lambda d: events_pb2.DatasetUpdated(dataset=d),
+    version_updated=lambda v: events_pb2.DatasetVersionUpdated(dataset_version=v),
+    version_deleted=lambda v: events_pb2.DatasetVersionDeleted(dataset_version=v),
+    state_changed=lambda v, previous: events_pb2.DatasetVersionStateChanged(
+        dataset_version=v,
+        previous_state=previous,  # type: ignore[arg-type]
+    ),
+    attributes=node_attributes,
+    subject="dataset",
+)
 
 
 class Datasets:
@@ -102,10 +117,7 @@ class Datasets:
             return await self._get(s, name)
 
     async def _get(self, s: Store, name: str) -> dataset_pb2.Dataset:
-        found = await s.datasets.get(name)
-        if found is None:
-            raise _not_found(name)
-        return found.msg
+        return (await family.get_parent(DATASETS, s, name)).msg
 
     async def list_datasets(self, parent: str) -> list[dataset_pb2.Dataset]:
         async with self.db.read() as s:
@@ -113,24 +125,13 @@ class Datasets:
 
     async def update(self, given: dataset_pb2.Dataset, fields: set[str]) -> dataset_pb2.Dataset:
         async with self.db.write() as s:
-            ds = await s.datasets.get(given.name)
-            if ds is None:
-                raise _not_found(given.name)
-            check_etag(ds.name, ds.msg.etag, given.etag)
-            fieldmask.apply(ds.msg, given, fields)
-            ds.msg.update_time.CopyFrom(stamp())
-            await s.datasets.save(ds)
-            await s.publish("pai.lineage.dataset.updated", events_pb2.DatasetUpdated(dataset=ds.msg))
-        return ds.msg
+            return await family.update_parent(DATASETS, s, given, fields)
 
     async def delete(self, name: str, etag: str, force: bool) -> None:
         async with self.db.write() as s:
-            ds = await s.datasets.get(name)
-            if ds is None:
-                raise _not_found(name)
+            ds = await family.get_parent(DATASETS, s, name)
             check_etag(name, ds.msg.etag, etag)
-            key = s.datasets.key(name)
-            children = await s.dataset_versions.under({"workspace": key["workspace"], "dataset": key["id"]})
+            children = await s.dataset_versions.under(DATASETS.children(s, name))
             if children and not force:
                 raise FailedPrecondition(
                     "DATASET_HAS_VERSIONS",
@@ -138,7 +139,7 @@ class Datasets:
                     dataset=name,
                 )
             for v in children:
-                await self._drop_version(s, v)
+                await family.drop_version(DATASETS, s, v)
             await s.datasets.delete(name)
             await s.publish("pai.lineage.dataset.deleted", events_pb2.DatasetDeleted(dataset=ds.msg))
 
@@ -228,20 +229,8 @@ class Datasets:
                 s, graph.workspace_of(name) or "", new.source_job, graph.JOB, graph.PRODUCED,
                 name, graph.DATASET_VERSION, origin=recording.EVENT, recorder=REGISTERED,
             )  # fmt: skip
-        await self._refresh(s, ds)
+        await family.refresh(DATASETS, s, ds)
         return stored.msg
-
-    async def _refresh(self, s: Store, ds: Stored[dataset_pb2.Dataset]) -> None:
-        """The dataset's view of its versions: the newest ACTIVE one and how many there are."""
-        key = s.datasets.key(ds.name)
-        all_versions = await s.dataset_versions.under(
-            {"workspace": key["workspace"], "dataset": key["id"]}, newest_first=True
-        )
-        latest = next((v.msg.name for v in all_versions if v.msg.state == Version.ACTIVE), "")
-        ds.msg.latest_version = latest
-        ds.msg.version_count = len(all_versions)
-        ds.msg.update_time.CopyFrom(stamp())
-        await s.datasets.save(ds)
 
     async def get_version(self, name: str) -> dataset_pb2.DatasetVersion:
         async with self.db.read() as s:
@@ -274,74 +263,33 @@ class Datasets:
 
     async def list_versions(self, parent: str) -> list[dataset_pb2.DatasetVersion]:
         async with self.db.read() as s:
-            if await s.datasets.get(parent) is None:
-                raise _not_found(parent)
-            key = s.datasets.key(parent)
-            rows = await s.dataset_versions.under(
-                {"workspace": key["workspace"], "dataset": key["id"]}, newest_first=True
-            )
+            await family.get_parent(DATASETS, s, parent)
+            rows = await s.dataset_versions.under(DATASETS.children(s, parent), newest_first=True)
             return [v.msg for v in rows]
 
     async def update_version(
         self, given: dataset_pb2.DatasetVersion, fields: set[str]
     ) -> dataset_pb2.DatasetVersion:
         async with self.db.write() as s:
-            v = await s.dataset_versions.get(given.name)
-            if v is None:
-                raise _version_not_found(given.name)
-            check_etag(v.name, v.msg.etag, given.etag)
-            fieldmask.apply(v.msg, given, fields)
-            v.msg.update_time.CopyFrom(stamp())
-            await s.dataset_versions.save(v)
-            if "display_name" in fields:
-                await recording.put_node(
-                    s, v.name, graph.DATASET_VERSION,
-                    display_name=v.msg.display_name
-                    or recording.default_display_name(v.name, graph.DATASET_VERSION),
-                )  # fmt: skip
-            await s.publish(
-                "pai.lineage.dataset_version.updated", events_pb2.DatasetVersionUpdated(dataset_version=v.msg)
-            )
+            v = await family.update_version(DATASETS, s, given, fields)
+            await s.publish(family.event_of(DATASETS, "updated"), DATASETS.version_updated(v.msg))
         return v.msg
 
     async def delete_version(self, name: str, etag: str) -> None:
         async with self.db.write() as s:
-            v = await s.dataset_versions.get(name)
-            if v is None:
-                raise _version_not_found(name)
+            v = await family.get_version(DATASETS, s, name)
             check_etag(name, v.msg.etag, etag)
-            await self._drop_version(s, v)
-            ds = await s.datasets.get(dataset_of(name))
-            if ds is not None:
-                await self._refresh(s, ds)
-
-    async def _drop_version(self, s: Store, v: Stored[dataset_pb2.DatasetVersion]) -> None:
-        await s.dataset_versions.delete(v.name)
-        await recording.mark_deleted(s, v.name, graph.DATASET_VERSION)
-        await s.publish(
-            "pai.lineage.dataset_version.deleted", events_pb2.DatasetVersionDeleted(dataset_version=v.msg)
-        )
+            await family.drop_version(DATASETS, s, v)
+            await family.refresh_parent_of(DATASETS, s, name)
 
     async def change_state(self, name: str, etag: str, target: int) -> dataset_pb2.DatasetVersion:
         """Archive or unarchive."""
         state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
         async with self.db.write() as s:
-            v = await s.dataset_versions.get(name)
-            if v is None:
-                raise _version_not_found(name)
+            v = await family.get_version(DATASETS, s, name)
             check_etag(name, v.msg.etag, etag)
-            previous = v.msg.state
-            with obeying():
-                versions.transition(state_name(previous), state_name(target), name)
-            v.msg.state = target  # type: ignore[assignment]
-            v.msg.update_time.CopyFrom(stamp())
-            await s.dataset_versions.save(v)
-            await recording.put_node(s, name, graph.DATASET_VERSION, attributes=node_attributes(v.msg))
-            ds = await s.datasets.get(dataset_of(name))
-            if ds is not None:
-                await self._refresh(s, ds)
+            previous = await family.set_state(DATASETS, s, v, target, state_name)
             await s.publish(
-                "pai.lineage.dataset_version.state_changed",
-                events_pb2.DatasetVersionStateChanged(dataset_version=v.msg, previous_state=previous),
+                family.event_of(DATASETS, "state_changed"), DATASETS.state_changed(v.msg, previous)
             )
         return v.msg

@@ -6,10 +6,9 @@ import uuid
 from collections.abc import Callable
 
 from pai.lineage.v1 import events_pb2, model_pb2
-from pai_common import fieldmask
 from pai_common.db import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from pai_lineage.app import artifacts, recording
+from pai_lineage.app import artifacts, family, recording
 from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
 from pai_lineage.app.datasets import Datasets, check_same_workspace
 from pai_lineage.db.store import Store, Stored, check_etag
@@ -21,8 +20,7 @@ MODEL_FIELDS = ("display_name", "description", "labels", "task", "framework")
 REGISTERED = "pai.lineage.model_version.created"
 
 
-def model_of(version_name: str) -> str:
-    return version_name.rsplit("/versions/", 1)[0]
+model_of = family.parent_of
 
 
 def _not_found(name: str) -> NotFound:
@@ -42,6 +40,24 @@ def node_attributes(v: model_pb2.ModelVersion) -> dict[str, str]:
     for key, value in sorted(v.metrics.items())[:60]:
         out[f"metric.{key}"] = repr(value)
     return out
+
+
+MODELS: family.Family[model_pb2.Model, model_pb2.ModelVersion] = family.Family(
+    parents=lambda s: s.models,
+    versions=lambda s: s.model_versions,
+    kind=graph.MODEL_VERSION,
+    parent_not_found=_not_found,
+    version_not_found=_version_not_found,
+    updated=lambda m: events_pb2.ModelUpdated(model=m),
+    version_updated=lambda v: events_pb2.ModelVersionUpdated(model_version=v),
+    version_deleted=lambda v: events_pb2.ModelVersionDeleted(model_version=v),
+    state_changed=lambda v, previous: events_pb2.ModelVersionStateChanged(
+        model_version=v,
+        previous_state=previous,  # type: ignore[arg-type]
+    ),
+    attributes=node_attributes,
+    subject="model",
+)
 
 
 class Models:
@@ -106,10 +122,7 @@ class Models:
             return await self._get(s, name)
 
     async def _get(self, s: Store, name: str) -> model_pb2.Model:
-        found = await s.models.get(name)
-        if found is None:
-            raise _not_found(name)
-        return found.msg
+        return (await family.get_parent(MODELS, s, name)).msg
 
     async def list_models(self, parent: str) -> list[model_pb2.Model]:
         async with self.db.read() as s:
@@ -117,23 +130,13 @@ class Models:
 
     async def update(self, given: model_pb2.Model, fields: set[str]) -> model_pb2.Model:
         async with self.db.write() as s:
-            m = await s.models.get(given.name)
-            if m is None:
-                raise _not_found(given.name)
-            check_etag(m.name, m.msg.etag, given.etag)
-            fieldmask.apply(m.msg, given, fields)
-            m.msg.update_time.CopyFrom(stamp())
-            await s.models.save(m)
-            await s.publish("pai.lineage.model.updated", events_pb2.ModelUpdated(model=m.msg))
-        return m.msg
+            return await family.update_parent(MODELS, s, given, fields)
 
     async def delete(self, name: str, etag: str, force: bool) -> None:
         async with self.db.write() as s:
-            m = await s.models.get(name)
-            if m is None:
-                raise _not_found(name)
+            m = await family.get_parent(MODELS, s, name)
             check_etag(name, m.msg.etag, etag)
-            children = await s.model_versions.under(self._children(s, name))
+            children = await s.model_versions.under(MODELS.children(s, name))
             if children and not force:
                 raise FailedPrecondition(
                     "MODEL_HAS_VERSIONS",
@@ -143,7 +146,7 @@ class Models:
             gone = dict(m.msg.aliases)
             for v in children:  # the versions as they were, aliases included
                 await self._with_aliases(s, v.msg)
-                await self._drop_version(s, v)
+                await family.drop_version(MODELS, s, v)
             # a service following an alias learns that it is gone, as from DeleteModelAlias
             m.msg.aliases.clear()
             for alias, previous in sorted(gone.items()):
@@ -153,10 +156,6 @@ class Models:
                 )
             await s.models.delete(name)
             await s.publish("pai.lineage.model.deleted", events_pb2.ModelDeleted(model=m.msg))
-
-    def _children(self, s: Store, model: str) -> dict[str, str]:
-        key = s.models.key(model)
-        return {"workspace": key["workspace"], "model": key["id"]}
 
     # ---- aliases -------------------------------------------------------------------------------
 
@@ -278,7 +277,7 @@ class Models:
                 )
         if given.base_model_version and await s.model_versions.get(given.base_model_version) is None:
             raise _version_not_found(given.base_model_version)
-        ids = await s.model_versions.ids(self._children(s, m.name))
+        ids = await s.model_versions.ids(MODELS.children(s, m.name))
         vid = version_id or versions.next_version_id(ids)
         name = f"{m.name}/versions/{vid}"
         if vid in ids:
@@ -310,7 +309,7 @@ class Models:
         stored = Stored(new, 0)
         await s.model_versions.insert(stored, now)
         await self._record_graph(s, new)
-        await self._refresh(s, m)
+        await family.refresh(MODELS, s, m)
         return stored.msg
 
     async def _record_graph(self, s: Store, v: model_pb2.ModelVersion) -> None:
@@ -337,14 +336,6 @@ class Models:
                 await edge(ds, graph.DATASET_VERSION, graph.DERIVED_INTO, v.name, mv)
         if v.base_model_version:
             await edge(v.base_model_version, mv, graph.DERIVED_INTO, v.name, mv)
-
-    async def _refresh(self, s: Store, m: Stored[model_pb2.Model]) -> None:
-        """The model's view of its versions: the newest ACTIVE one and how many there are."""
-        all_versions = await s.model_versions.under(self._children(s, m.name), newest_first=True)
-        m.msg.latest_version = next((v.msg.name for v in all_versions if v.msg.state == Version.ACTIVE), "")
-        m.msg.version_count = len(all_versions)
-        m.msg.update_time.CopyFrom(stamp())
-        await s.models.save(m)
 
     async def get_version(self, name: str) -> model_pb2.ModelVersion:
         async with self.db.read() as s:
@@ -389,30 +380,16 @@ class Models:
             if m is None:
                 raise _not_found(parent)
             out = []
-            for v in await s.model_versions.under(self._children(s, parent), newest_first=True):
+            for v in await s.model_versions.under(MODELS.children(s, parent), newest_first=True):
                 v.msg.aliases.extend(versions.aliases_of(dict(m.msg.aliases), v.name.rsplit("/", 1)[1]))
                 out.append(v.msg)
             return out
 
     async def update_version(self, given: model_pb2.ModelVersion, fields: set[str]) -> model_pb2.ModelVersion:
         async with self.db.write() as s:
-            v = await s.model_versions.get(given.name)
-            if v is None:
-                raise _version_not_found(given.name)
-            check_etag(v.name, v.msg.etag, given.etag)
-            fieldmask.apply(v.msg, given, fields)
-            v.msg.update_time.CopyFrom(stamp())
-            await s.model_versions.save(v)
-            if "display_name" in fields:
-                await recording.put_node(
-                    s, v.name, graph.MODEL_VERSION,
-                    display_name=v.msg.display_name
-                    or recording.default_display_name(v.name, graph.MODEL_VERSION),
-                )  # fmt: skip
+            v = await family.update_version(MODELS, s, given, fields)
             await self._with_aliases(s, v.msg)
-            await s.publish(
-                "pai.lineage.model_version.updated", events_pb2.ModelVersionUpdated(model_version=v.msg)
-            )
+            await s.publish(family.event_of(MODELS, "updated"), MODELS.version_updated(v.msg))
         return v.msg
 
     def _check_no_aliases(self, m: Stored[model_pb2.Model] | None, name: str) -> None:
@@ -429,46 +406,21 @@ class Models:
 
     async def delete_version(self, name: str, etag: str) -> None:
         async with self.db.write() as s:
-            v = await s.model_versions.get(name)
-            if v is None:
-                raise _version_not_found(name)
+            v = await family.get_version(MODELS, s, name)
             check_etag(name, v.msg.etag, etag)
-            m = await s.models.get(model_of(name))
-            self._check_no_aliases(m, name)
-            await self._drop_version(s, v)
-            if m is not None:
-                await self._refresh(s, m)
-
-    async def _drop_version(self, s: Store, v: Stored[model_pb2.ModelVersion]) -> None:
-        await s.model_versions.delete(v.name)
-        await recording.mark_deleted(s, v.name, graph.MODEL_VERSION)
-        await s.publish(
-            "pai.lineage.model_version.deleted", events_pb2.ModelVersionDeleted(model_version=v.msg)
-        )
+            self._check_no_aliases(await s.models.get(model_of(name)), name)
+            await family.drop_version(MODELS, s, v)
+            await family.refresh_parent_of(MODELS, s, name)
 
     async def change_state(self, name: str, etag: str, target: int) -> model_pb2.ModelVersion:
         """Archive (refused while an alias points at the version) or unarchive."""
         state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
         async with self.db.write() as s:
-            v = await s.model_versions.get(name)
-            if v is None:
-                raise _version_not_found(name)
+            v = await family.get_version(MODELS, s, name)
             check_etag(name, v.msg.etag, etag)
-            m = await s.models.get(model_of(name))
-            previous = v.msg.state
-            with obeying():
-                versions.transition(state_name(previous), state_name(target), name)
-            if target == Version.ARCHIVED:
-                self._check_no_aliases(m, name)
-            v.msg.state = target  # type: ignore[assignment]
-            v.msg.update_time.CopyFrom(stamp())
-            await s.model_versions.save(v)
-            await recording.put_node(s, name, graph.MODEL_VERSION, attributes=node_attributes(v.msg))
-            if m is not None:
-                await self._refresh(s, m)
+            if target == Version.ARCHIVED and v.msg.state == Version.ACTIVE:
+                self._check_no_aliases(await s.models.get(model_of(name)), name)
+            previous = await family.set_state(MODELS, s, v, target, state_name)
             await self._with_aliases(s, v.msg)
-            await s.publish(
-                "pai.lineage.model_version.state_changed",
-                events_pb2.ModelVersionStateChanged(model_version=v.msg, previous_state=previous),
-            )
+            await s.publish(family.event_of(MODELS, "state_changed"), MODELS.state_changed(v.msg, previous))
         return v.msg

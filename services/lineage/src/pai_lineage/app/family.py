@@ -1,0 +1,133 @@
+"""What datasets and models have in common: a parent resource with immutable, archivable versions.
+
+A `Family` names the tables, errors, graph kind and events of one of them; the functions here are
+the steps both use cases take the same way (each in the caller's transaction). What differs (a
+model's aliases, a dataset's checksum rules) stays in `datasets.py` and `models.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+
+from pai_common import fieldmask
+from pai_common.errors import NotFound
+from pai_lineage.app import recording
+from pai_lineage.app.common import obeying, stamp
+from pai_lineage.db.store import Records, Store, Stored, check_etag
+from pai_lineage.domain import versions
+
+P = TypeVar("P", bound=Message)  # the parent: Dataset or Model
+V = TypeVar("V", bound=Message)  # its version: DatasetVersion or ModelVersion
+ACTIVE = 1  # the ACTIVE value of both versions' State enums
+
+
+@dataclass(frozen=True)
+class Family(Generic[P, V]):
+    parents: Callable[[Store], Records[P]]
+    versions: Callable[[Store], Records[V]]
+    kind: str  # the versions' graph kind
+    parent_not_found: Callable[[str], NotFound]
+    version_not_found: Callable[[str], NotFound]
+    updated: Callable[[P], Message]  # the parent's `...Updated` event
+    version_updated: Callable[[V], Message]
+    version_deleted: Callable[[V], Message]
+    state_changed: Callable[[V, int], Message]
+    attributes: Callable[[V], dict[str, str]]  # the version's graph node attributes
+    subject: str  # `pai.lineage.<subject>.*` of the parent; versions are `<subject>_version`
+
+    def children(self, s: Store, parent: str) -> dict[str, str]:
+        """The key prefix of a parent's versions."""
+        key = self.parents(s).key(parent)
+        return {"workspace": key["workspace"], self.subject: key["id"]}
+
+
+def parent_of(version_name: str) -> str:
+    """`workspaces/w/datasets/d/versions/v` -> `workspaces/w/datasets/d` (models alike)."""
+    return version_name.rsplit("/versions/", 1)[0]
+
+
+async def get_parent(f: Family[P, V], s: Store, name: str) -> Stored[P]:
+    found = await f.parents(s).get(name)
+    if found is None:
+        raise f.parent_not_found(name)
+    return found
+
+
+async def get_version(f: Family[P, V], s: Store, name: str) -> Stored[V]:
+    found = await f.versions(s).get(name)
+    if found is None:
+        raise f.version_not_found(name)
+    return found
+
+
+async def update_parent(f: Family[P, V], s: Store, given: P, fields: set[str]) -> P:
+    """An Update of the parent's masked fields, with its event."""
+    p = await get_parent(f, s, str(getattr(given, "name")))  # noqa: B009
+    check_etag(p.name, str(getattr(p.msg, "etag")), str(getattr(given, "etag")))  # noqa: B009
+    fieldmask.apply(p.msg, given, fields)
+    getattr(p.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    await f.parents(s).save(p)
+    await s.publish(f"pai.lineage.{f.subject}.updated", f.updated(p.msg))
+    return p.msg
+
+
+async def refresh(f: Family[P, V], s: Store, p: Stored[P]) -> None:
+    """The parent's view of its versions: the newest ACTIVE one and how many there are."""
+    every = await f.versions(s).under(f.children(s, p.name), newest_first=True)
+    latest = next((v.name for v in every if getattr(v.msg, "state") == ACTIVE), "")  # noqa: B009
+    setattr(p.msg, "latest_version", latest)  # noqa: B010
+    setattr(p.msg, "version_count", len(every))  # noqa: B010
+    getattr(p.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    await f.parents(s).save(p)
+
+
+async def refresh_parent_of(f: Family[P, V], s: Store, version_name: str) -> None:
+    p = await f.parents(s).get(parent_of(version_name))
+    if p is not None:
+        await refresh(f, s, p)
+
+
+async def update_version(f: Family[P, V], s: Store, given: V, fields: set[str]) -> Stored[V]:
+    """An Update of a version's display name, description or labels (its node follows the name).
+    The caller publishes the event, once the version is as it should be shown."""
+    v = await get_version(f, s, str(getattr(given, "name")))  # noqa: B009
+    check_etag(v.name, str(getattr(v.msg, "etag")), str(getattr(given, "etag")))  # noqa: B009
+    fieldmask.apply(v.msg, given, fields)
+    getattr(v.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    await f.versions(s).save(v)
+    if "display_name" in fields:
+        shown = str(getattr(v.msg, "display_name")) or recording.default_display_name(v.name, f.kind)  # noqa: B009
+        await recording.put_node(s, v.name, f.kind, display_name=shown)
+    return v
+
+
+async def drop_version(f: Family[P, V], s: Store, v: Stored[V]) -> None:
+    """Delete a version's registration; its graph node stays, marked deleted."""
+    await f.versions(s).delete(v.name)
+    await recording.mark_deleted(s, v.name, f.kind)
+    await s.publish(f"pai.lineage.{f.subject}_version.deleted", f.version_deleted(v.msg))
+
+
+async def set_state(
+    f: Family[P, V], s: Store, v: Stored[V], target: int, state_name: Callable[[int], str]
+) -> int:
+    """ACTIVE <-> ARCHIVED (ILLEGAL_STATE_TRANSITION otherwise), the node and the parent's latest
+    version following; returns the previous state. The caller publishes the event."""
+    previous = int(getattr(v.msg, "state"))  # noqa: B009
+    with obeying():
+        versions.transition(state_name(previous), state_name(target), v.name)
+    setattr(v.msg, "state", target)  # noqa: B010
+    getattr(v.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    await f.versions(s).save(v)
+    await recording.put_node(s, v.name, f.kind, attributes=f.attributes(v.msg))
+    await refresh_parent_of(f, s, v.name)
+    return previous
+
+
+def event_of(f: Family[P, V], verb: str) -> str:
+    """The subject of a version event: `pai.lineage.<subject>_version.<verb>`."""
+    return f"pai.lineage.{f.subject}_version.{verb}"
