@@ -43,7 +43,7 @@ def test_validate_names_each_problem(tmp_path: pathlib.Path) -> None:
     bad = JobSpec(
         kind=JobSpec.PYTORCH,
         replica_specs=[
-            ReplicaSpec(role=Role.PS, command=["x"]),
+            ReplicaSpec(role=Role.PS, command=["x"], instance_type="instanceTypes/gpu.small"),
             ReplicaSpec(role=Role.WORKER),
             ReplicaSpec(role=Role.WORKER, command=["x"]),
         ],
@@ -57,6 +57,7 @@ def test_validate_names_each_problem(tmp_path: pathlib.Path) -> None:
     )
     fields = {v.field: v.description for v in validate(norm(bad, tmp_path), engines=LOCAL_ONLY)}
     assert "a PYTORCH job has roles MASTER, WORKER" in fields["job.spec.replica_specs[0].role"]
+    assert "dsw's catalog" in fields["job.spec.replica_specs[0].instance_type"]
     assert "command is required" in fields["job.spec.replica_specs[1].command"]
     assert "appears twice" in fields["job.spec.replica_specs[2].role"]
     assert "only file:// URIs" in fields["job.spec.output_uri"]
@@ -210,7 +211,7 @@ def test_tensorflow_succeeds_with_its_chief(tmp_path: pathlib.Path) -> None:
             kind=JobSpec.TENSORFLOW,
             replica_specs=[
                 ReplicaSpec(role=Role.CHIEF, command=["x"]),
-                ReplicaSpec(role=Role.PS, command=["x"]),
+                ReplicaSpec(role=Role.PS, command=["x"], instance_type="instanceTypes/gpu.small"),
             ],
         ),
         tmp_path,

@@ -99,6 +99,13 @@ def validate(spec: JobSpec, *, engines: frozenset[int]) -> list[Violation]:
         seen.add(rs.role)
         if rs.role in (Role.MASTER, Role.CHIEF, Role.LAUNCHER) and rs.count > 1:
             out.append(Violation(f"{where}.count", f"at most one {ROLE_NAMES[rs.role]} replica"))
+        if rs.instance_type:  # never silently ignored: the job would run on other resources than asked
+            out.append(
+                Violation(
+                    f"{where}.instance_type",
+                    "instance types come from dsw's catalog, which this platform does not run yet; give resources",
+                )
+            )
         if spec.engine in (JobSpec.LOCAL, JobSpec.RAY) and not rs.command:
             out.append(Violation(f"{where}.command", "a command is required for the LOCAL and RAY engines"))
         total += rs.count
