@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 from pai_cli.main import main
-from pai_common.testing import AuthProcess, DlcProcess, NatsServer, SchedulerProcess
+from pai_common.testing import AuthProcess, DlcProcess, LineageProcess, NatsServer, SchedulerProcess
 
-__all__ = ["AuthProcess", "DlcProcess", "SchedulerProcess"]  # the tests import them from here
+__all__ = [
+    "AuthProcess",
+    "DlcProcess",
+    "LineageProcess",
+    "SchedulerProcess",
+]  # the tests import them from here
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +56,34 @@ def scheduler(
 
 
 @pytest.fixture(scope="module")
+def lineage(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, auth: AuthProcess
+) -> Iterator[LineageProcess]:
+    """One lineage shared by the module's tests."""
+    process = LineageProcess(tmp_path_factory.mktemp("lineage-home"), nats_url, auth)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def dlc_lineage() -> LineageProcess | None:
+    """The lineage dlc resolves datasets with and registers models in: none, unless a module says."""
+    return None
+
+
+@pytest.fixture(scope="module")
 def dlc(
-    tmp_path_factory: pytest.TempPathFactory, nats_url: str, auth: AuthProcess, scheduler: SchedulerProcess
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_url: str,
+    auth: AuthProcess,
+    scheduler: SchedulerProcess,
+    dlc_lineage: LineageProcess | None,
 ) -> Iterator[DlcProcess]:
     """One dlc shared by the module's tests."""
-    process = DlcProcess(tmp_path_factory.mktemp("dlc-home"), nats_url, auth, scheduler)
+    process = DlcProcess(tmp_path_factory.mktemp("dlc-home"), nats_url, auth, scheduler, lineage=dlc_lineage)
     process.start()
     try:
         yield process

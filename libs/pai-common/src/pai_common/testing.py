@@ -287,8 +287,24 @@ class SchedulerProcess(ServiceProcess):
         }
 
 
+class LineageProcess(ServiceProcess):
+    """lineage on SQLite, asking auth (a process of ours, or any address) who callers are."""
+
+    service = "lineage"
+
+    def __init__(
+        self, home: pathlib.Path, nats_url: str, auth: AuthProcess | str, *, own_session: bool = False
+    ) -> None:
+        super().__init__(home, nats_url, own_session=own_session)
+        self.auth_address = auth if isinstance(auth, str) else auth.address
+
+    def environment(self) -> dict[str, str]:
+        return {"PAI_LINEAGE_LISTEN": self.address, "PAI_AUTH_ENDPOINT": self.auth_address}
+
+
 class DlcProcess(ServiceProcess):
-    """dlc on SQLite, calling `scheduler` with the admin key as its identity; quick to notice and kill."""
+    """dlc on SQLite, calling `scheduler` (and `lineage`, if given) with the admin key as its identity;
+    quick to notice and kill."""
 
     service = "dlc"
 
@@ -302,9 +318,10 @@ class DlcProcess(ServiceProcess):
         own_session: bool = False,
         kill_grace: str = "3",
         poll_interval: str = "0.1",
+        lineage: LineageProcess | None = None,
     ) -> None:
         super().__init__(home, nats_url, own_session=own_session)
-        self.auth, self.scheduler = auth, scheduler
+        self.auth, self.scheduler, self.lineage = auth, scheduler, lineage
         self.kill_grace, self.poll_interval = kill_grace, poll_interval
 
     def environment(self) -> dict[str, str]:
@@ -312,6 +329,8 @@ class DlcProcess(ServiceProcess):
             "PAI_DLC_LISTEN": self.address,
             "PAI_AUTH_ENDPOINT": self.auth.address,
             "PAI_DLC_SCHEDULER_ENDPOINT": self.scheduler.address,
+            # without a lineage of the test's own, nothing answers (never a developer's own lineage)
+            "PAI_DLC_LINEAGE_ENDPOINT": self.lineage.address if self.lineage else "127.0.0.1:1",
             "PAI_DLC_API_KEY": self.auth.admin_key,
             "PAI_DLC_KILL_GRACE": self.kill_grace,
             "PAI_DLC_POLL_INTERVAL": self.poll_interval,

@@ -32,7 +32,7 @@ from pai_common.db import utcnow
 from pai_common.events import Outbox, OutboxEvent, cloudevent_headers, event_tables
 from pai_common.grpc_client import channel
 from pai_common.relay import Relay
-from pai_common.testing import NatsServer, ServiceProcess, api_key, error_info, postgres_url
+from pai_common.testing import NatsServer, api_key, error_info, postgres_url
 from pai_common.testing import service_settings as settings
 from pai_lineage.bootstrap import LineageApp
 from pai_lineage.bootstrap import build as build_lineage
@@ -210,16 +210,3 @@ async def rows(stack: Stack, query: str) -> list[Any]:
             return list(await conn.execute(sa.text(query)))
     finally:
         await engine.dispose()
-
-
-class LineageProcess(ServiceProcess):
-    """lineage as `python -m pai_lineage` on SQLite, asking `auth_address` who callers are."""
-
-    service = "lineage"
-
-    def __init__(self, home: pathlib.Path, nats_url: str, auth_address: str) -> None:
-        super().__init__(home, nats_url)
-        self.auth_address = auth_address
-
-    def environment(self) -> dict[str, str]:
-        return {"PAI_LINEAGE_LISTEN": self.address, "PAI_AUTH_ENDPOINT": self.auth_address}

@@ -12,10 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pai.lineage.v1 import dataset_pb2
 from pai_auth.bootstrap import build as build_auth
 from pai_common.grpc_client import channel
-from pai_common.testing import NatsServer, api_key
+from pai_common.testing import LineageProcess, NatsServer, api_key
 from pai_common.testing import service_settings as settings
 
-from .conftest import Client, LineageProcess
+from .conftest import Client
 
 
 async def test_the_service_runs_as_a_process(tmp_path: pathlib.Path, nats_server: NatsServer) -> None:
