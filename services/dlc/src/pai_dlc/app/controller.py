@@ -38,7 +38,14 @@ from pai.scheduler.v1 import events_pb2 as scheduler_events
 from pai.scheduler.v1 import workload_pb2
 from pai_common.consumer import Event
 from pai_common.db import utcnow
-from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from pai_dlc.app.lineage_client import DatasetResolver, same_workspace
 from pai_dlc.app.metrics import final_metrics
 from pai_dlc.app.scheduler_client import (
@@ -327,9 +334,9 @@ class Controller:
                     "INVALID_JOB_SPEC", message, violations=[FieldViolation(field, message)]
                 )
             if self.datasets is None:
-                raise FailedPrecondition(
+                raise Unavailable(
                     "LINEAGE_UNAVAILABLE",
-                    "this dlc has no lineage service configured to resolve dataset versions; give a uri",
+                    "this dlc has no lineage to resolve dataset versions with; give a uri",
                 )
             found = await self.datasets.resolve(field, ds.dataset_version)
             ds.dataset_version, ds.resolved_uri = found.name, found.uri
@@ -494,20 +501,20 @@ class Controller:
 
         Only a SUCCEEDED job that asked for that model, has no version yet and whose output directory is
         the version's artifact takes it: a version registered by hand with `source_job`, or the output of
-        an earlier job deleted and created again under the same name, is left alone. A concurrent write of the job aborts this transaction and the event comes again.
+        an earlier job deleted and created again under the same name, is left alone. A concurrent write
+        of the job aborts this transaction, and the event comes again.
         """
         if not v.source_job or not v.name:
             return
         s = await store.get(v.source_job)
         if s is None or s.state != State.SUCCEEDED or s.job.output_model_version:
             return
-        if v.name.rsplit("/versions/", 1)[0] != s.job.spec.output_model:
-            return
-        if (
-            v.artifact_uri != s.job.spec.output_uri
-        ):  # not this job's output (e.g. an earlier job's of that name)
-            return
-        if v.HasField("create_time") and v.create_time.ToDatetime() < s.job.end_time.ToDatetime():
+        ours = (
+            v.name.rsplit("/versions/", 1)[0] == s.job.spec.output_model
+            and v.artifact_uri == s.job.spec.output_uri
+            and not (v.HasField("create_time") and v.create_time.ToDatetime() < s.job.end_time.ToDatetime())
+        )
+        if not ours:
             return
         s.job.output_model_version = v.name
         await store.record(
