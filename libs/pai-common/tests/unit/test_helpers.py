@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2
 
-from pai_common import config, fieldmask, names, pagination, tokens
-from pai_common.errors import FieldViolation, InvalidArgument, NotFound
+from pai_common import config, etags, fieldmask, names, pagination, tokens
+from pai_common.errors import Aborted, FieldViolation, InvalidArgument, NotFound
 from pai_common.interceptors import to_status
 
 
@@ -125,3 +125,13 @@ def test_config_precedence(tmp_path: pathlib.Path) -> None:
     (tmp_path / "bad.toml").write_text("not = [toml")
     with pytest.raises(config.ConfigError):
         config.load("auth", {"PAI_HOME": str(tmp_path), "PAI_CONFIG": str(tmp_path / "bad.toml")})
+
+
+def test_etags_come_from_the_row_version_and_a_stale_one_is_aborted() -> None:
+    current = etags.etag_of(3)
+    assert current == 'W/"3"'
+    etags.check_etag("things/a", current, "")  # none given: no check
+    etags.check_etag("things/a", current, current)
+    with pytest.raises(Aborted) as caught:
+        etags.check_etag("things/a", current, etags.etag_of(2))
+    assert caught.value.reason == "ETAG_MISMATCH" and caught.value.metadata == {"resource": "things/a"}

@@ -46,6 +46,7 @@ from pai_common.errors import (
     NotFound,
     Unavailable,
 )
+from pai_common.etags import check_etag
 from pai_dlc.app.lineage_client import DatasetResolver, same_workspace
 from pai_dlc.app.metrics import final_metrics
 from pai_dlc.app.scheduler_client import (
@@ -55,7 +56,7 @@ from pai_dlc.app.scheduler_client import (
     placement_summary,
     workload_name,
 )
-from pai_dlc.db.store import JobStore, StoredJob, check_etag, stamp
+from pai_dlc.db.store import JobStore, StoredJob, stamp
 from pai_dlc.engine.base import AttemptLaunch, Engine, EngineError, ReplicaExit, ReplicaHandle, ReplicaLaunch
 from pai_dlc.model import lifecycle
 from pai_dlc.model.env import Cluster, hyperparameter_args, replica_env

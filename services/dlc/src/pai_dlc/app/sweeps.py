@@ -28,9 +28,10 @@ from pai_common.errors import (
     InvalidArgument,
     NotFound,
 )
+from pai_common.etags import check_etag
 from pai_dlc.app import metrics
 from pai_dlc.app.controller import Controller
-from pai_dlc.db.store import JobStore, StoredSweep, SweepStore, check_etag, stamp
+from pai_dlc.db.store import JobStore, StoredSweep, SweepStore, stamp
 from pai_dlc.model import sweep as search
 from pai_dlc.model.spec import normalize, validate
 

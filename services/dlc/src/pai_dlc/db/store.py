@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pai.dlc.v1 import job_pb2, sweep_pb2
 from pai_common.db import utcnow
 from pai_common.errors import Aborted
+from pai_common.etags import etag_of
 from pai_common.events import Outbox, OutboxEvent
 from pai_dlc.db.rows import EVENTS, JobEventRow, JobFactRow, JobRow, SweepRow, TrialRow
 
@@ -57,16 +58,6 @@ def split_name(name: str) -> tuple[str, str]:
     """`workspaces/w/jobs/j` → (`w`, `j`)."""
     parts = name.split("/")
     return parts[1], parts[3]
-
-
-def etag_of(version: int) -> str:
-    return f'W/"{version}"'
-
-
-def check_etag(name: str, current: str, given: str) -> None:
-    """A stale etag (`given`, when set) is ABORTED: the caller read an older version of `name`."""
-    if given and given != current:
-        raise Aborted("ETAG_MISMATCH", f"{name} changed since etag {given}; read it again", resource=name)
 
 
 def _from_row(row: sa.Row[Any]) -> StoredJob:

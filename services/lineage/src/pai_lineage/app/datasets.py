@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pai.lineage.v1 import dataset_pb2, events_pb2
 from pai_common.db import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_common.etags import check_etag
 from pai_lineage.app import artifacts, family, recording
 from pai_lineage.app.common import Db, earlier_result, remember, stamp
-from pai_lineage.db.store import Store, Stored, check_etag
+from pai_lineage.db.store import Store, Stored
 from pai_lineage.domain import graph, versions
 
 Dataset = dataset_pb2.Dataset

@@ -15,9 +15,10 @@ from google.protobuf.message import Message
 
 from pai_common import fieldmask
 from pai_common.errors import NotFound
+from pai_common.etags import check_etag
 from pai_lineage.app import recording
 from pai_lineage.app.common import obeying, stamp
-from pai_lineage.db.store import Records, Store, Stored, check_etag
+from pai_lineage.db.store import Records, Store, Stored
 from pai_lineage.domain import versions
 
 P = TypeVar("P", bound=Message)  # the parent: Dataset or Model

@@ -12,11 +12,12 @@ import sqlalchemy as sa
 
 from pai.lineage.v1 import events_pb2, lineage_pb2
 from pai_common.errors import FieldViolation, InvalidArgument, NotFound
+from pai_common.etags import check_etag, etag_of
 from pai_lineage.app import recording
 from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
 from pai_lineage.app.datasets import Datasets
 from pai_lineage.app.models import Models
-from pai_lineage.db.store import Store, check_etag, etag_of
+from pai_lineage.db.store import Store
 from pai_lineage.domain import graph
 
 Node = lineage_pb2.LineageNode

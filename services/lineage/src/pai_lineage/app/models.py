@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pai.lineage.v1 import events_pb2, model_pb2
 from pai_common.db import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from pai_common.etags import check_etag
 from pai_lineage.app import artifacts, family, recording
 from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
 from pai_lineage.app.datasets import Datasets, check_same_workspace
-from pai_lineage.db.store import Store, Stored, check_etag
+from pai_lineage.db.store import Store, Stored
 from pai_lineage.domain import graph, versions
 
 Model = model_pb2.Model

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 
 from pai.lineage.v1 import events_pb2, lineage_pb2
 from pai_common.db import utcnow
+from pai_common.etags import etag_of
 from pai_lineage.app.common import stamp
-from pai_lineage.db.store import Store, etag_of
+from pai_lineage.db.store import Store
 from pai_lineage.domain import graph
 
 Edge = lineage_pb2.LineageEdge

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pai.lineage.v1 import dataset_pb2, model_pb2
 from pai_common.db import utcnow
 from pai_common.errors import Aborted, FieldViolation, InvalidArgument
+from pai_common.etags import etag_of
 from pai_common.events import Outbox, OutboxEvent
 from pai_lineage.db.rows import (
     EVENTS,
@@ -42,16 +43,6 @@ MODEL_VERSIONS: sa.Table = ModelVersionRow.__table__  # type: ignore[assignment]
 REQUESTS: sa.Table = RequestRow.__table__  # type: ignore[assignment]
 NODES: sa.Table = NodeRow.__table__  # type: ignore[assignment]
 EDGES: sa.Table = EdgeRow.__table__  # type: ignore[assignment]
-
-
-def etag_of(version: int) -> str:
-    return f'W/"{version}"'
-
-
-def check_etag(name: str, current: str, given: str) -> None:
-    """A stale etag (`given`, when set) is ABORTED: the caller read an older version of `name`."""
-    if given and given != current:
-        raise Aborted("ETAG_MISMATCH", f"{name} changed since etag {given}; read it again", resource=name)
 
 
 @dataclass
