@@ -12,7 +12,7 @@ from pai_common.etags import check_etag
 from pai_lineage.app import artifacts, family, recording
 from pai_lineage.app.common import Db, earlier_result, remember, stamp
 from pai_lineage.db.store import Store, Stored
-from pai_lineage.domain import graph, versions
+from pai_lineage.domain import graph
 
 Dataset = dataset_pb2.Dataset
 Version = dataset_pb2.DatasetVersion
@@ -51,6 +51,9 @@ DATASETS: family.Family[dataset_pb2.Dataset, dataset_pb2.DatasetVersion] = famil
     kind=graph.DATASET_VERSION,
     parent_not_found=_not_found,
     version_not_found=_version_not_found,
+    version_exists=lambda name: AlreadyExists(
+        "DATASET_VERSION_ALREADY_EXISTS", f"{name} already exists", dataset_version=name
+    ),
     updated=lambda d: events_pb2.DatasetUpdated(dataset=d),
     version_updated=lambda v: events_pb2.DatasetVersionUpdated(dataset_version=v),
     version_deleted=lambda v: events_pb2.DatasetVersionDeleted(dataset_version=v),
@@ -187,15 +190,7 @@ class Datasets:
         facts: artifacts.Facts,
     ) -> dataset_pb2.DatasetVersion:
         check_same_workspace(given.source_job, ds.name, "dataset_version.source_job")
-        key = s.datasets.key(ds.name)
-        parent = {"workspace": key["workspace"], "dataset": key["id"]}
-        ids = await s.dataset_versions.ids(parent)
-        vid = version_id or versions.next_version_id(ids)
-        name = f"{ds.name}/versions/{vid}"
-        if vid in ids:
-            raise AlreadyExists(
-                "DATASET_VERSION_ALREADY_EXISTS", f"{name} already exists", dataset_version=name
-            )
+        name = await family.new_version_name(DATASETS, s, ds.name, version_id)
         now = utcnow()
         new = Version(
             name=name,
@@ -215,22 +210,12 @@ class Datasets:
             create_time=stamp(now),
             update_time=stamp(now),
         )
-        stored = Stored(new, 0)
-        await s.dataset_versions.insert(stored, now)
-        await recording.put_node(
-            s,
-            name,
-            graph.DATASET_VERSION,
-            display_name=new.display_name or recording.default_display_name(name, graph.DATASET_VERSION),
-            attributes=node_attributes(new),
-            deleted=False,
-        )
+        stored = await family.add_version(DATASETS, s, ds, new, now)
         if new.source_job:
             await recording.record_edge(
                 s, graph.workspace_of(name) or "", new.source_job, graph.JOB, graph.PRODUCED,
                 name, graph.DATASET_VERSION, origin=recording.EVENT, recorder=REGISTERED,
             )  # fmt: skip
-        await family.refresh(DATASETS, s, ds)
         return stored.msg
 
     async def get_version(self, name: str) -> dataset_pb2.DatasetVersion:

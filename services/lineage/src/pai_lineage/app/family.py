@@ -7,6 +7,7 @@ model's aliases, a dataset's checksum rules) stays in `datasets.py` and `models.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -14,7 +15,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from pai_common import fieldmask
-from pai_common.errors import NotFound
+from pai_common.errors import AlreadyExists, NotFound
 from pai_common.etags import check_etag
 from pai_lineage.app import recording
 from pai_lineage.app.common import obeying, stamp
@@ -33,6 +34,7 @@ class Family(Generic[P, V]):
     kind: str  # the versions' graph kind
     parent_not_found: Callable[[str], NotFound]
     version_not_found: Callable[[str], NotFound]
+    version_exists: Callable[[str], AlreadyExists]
     updated: Callable[[P], Message]  # the parent's `...Updated` event
     version_updated: Callable[[V], Message]
     version_deleted: Callable[[V], Message]
@@ -63,6 +65,33 @@ async def get_version(f: Family[P, V], s: Store, name: str) -> Stored[V]:
     if found is None:
         raise f.version_not_found(name)
     return found
+
+
+def shown_name(f: Family[P, V], v: V) -> str:
+    """What a version's graph node is called: its display name, else `qa:1`."""
+    name = str(getattr(v, "name"))  # noqa: B009
+    return str(getattr(v, "display_name")) or recording.default_display_name(name, f.kind)  # noqa: B009
+
+
+async def new_version_name(f: Family[P, V], s: Store, parent: str, chosen: str) -> str:
+    """The name of a parent's next version: `chosen`, or one more than the highest numeric id."""
+    ids = await f.versions(s).ids(f.children(s, parent))
+    vid = chosen or versions.next_version_id(ids)
+    name = f"{parent}/versions/{vid}"
+    if vid in ids:
+        raise f.version_exists(name)
+    return name
+
+
+async def add_version(f: Family[P, V], s: Store, p: Stored[P], v: V, now: dt.datetime) -> Stored[V]:
+    """Store a new version, its graph node, and the parent's view of its versions."""
+    stored = Stored(v, 0)
+    await f.versions(s).insert(stored, now)
+    await recording.put_node(
+        s, stored.name, f.kind, display_name=shown_name(f, v), attributes=f.attributes(v), deleted=False
+    )
+    await refresh(f, s, p)
+    return stored
 
 
 async def update_parent(f: Family[P, V], s: Store, given: P, fields: set[str]) -> P:
@@ -101,8 +130,7 @@ async def update_version(f: Family[P, V], s: Store, given: V, fields: set[str]) 
     getattr(v.msg, "update_time").CopyFrom(stamp())  # noqa: B009
     await f.versions(s).save(v)
     if "display_name" in fields:
-        shown = str(getattr(v.msg, "display_name")) or recording.default_display_name(v.name, f.kind)  # noqa: B009
-        await recording.put_node(s, v.name, f.kind, display_name=shown)
+        await recording.put_node(s, v.name, f.kind, display_name=shown_name(f, v.msg))
     return v
 
 

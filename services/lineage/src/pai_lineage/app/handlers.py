@@ -35,6 +35,16 @@ MODEL = re.compile(r"^workspaces/[a-z]([a-z0-9-]{0,61}[a-z0-9])?/models/[a-z]([a
 Job = job_pb2.Job
 
 
+def registrable(event: dlc_events.JobSucceeded) -> bool:
+    """Whether the event asks for a model lineage can hold: `workspaces/{w}/models/{m}` of the job's
+    own workspace, with an artifact to register."""
+    return bool(
+        MODEL.match(event.model)
+        and graph.workspace_of(event.model) == graph.workspace_of(event.job.name)
+        and event.model_artifact_uri
+    )
+
+
 def job_time(job: job_pb2.Job) -> dt.datetime | None:
     return job.update_time.ToDatetime(dt.UTC) if job.HasField("update_time") else None
 
@@ -130,11 +140,7 @@ class JobEvents:
         Hashing a large model inside the transaction would hold lineage's write lock (SQLite) for as
         long as it reads."""
         message = event.message
-        if (
-            not isinstance(message, dlc_events.JobSucceeded)
-            or not message.model
-            or not message.model_artifact_uri
-        ):
+        if not isinstance(message, dlc_events.JobSucceeded) or not registrable(message):
             return None
         try:
             return await self.models.files.complete(
@@ -170,11 +176,9 @@ class JobEvents:
         self, store: Store, event: dlc_events.JobSucceeded, facts: artifacts.Facts | None
     ) -> None:
         job = event.job
-        if not MODEL.match(event.model) or graph.workspace_of(event.model) != graph.workspace_of(job.name):
-            log.error("job %s: output model %s is not a model of its workspace", job.name, event.model)
-            return
-        if not event.model_artifact_uri:
-            log.error("job %s: no model artifact URI; nothing registered", job.name)
+        if not registrable(event):
+            log.error("job %s: output model %r is not a model of its workspace, or there is no artifact",
+                      job.name, event.model)  # fmt: skip
             return
         datasets: list[str] = []
         for source in job.spec.data_sources:

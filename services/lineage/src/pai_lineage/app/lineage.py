@@ -40,8 +40,12 @@ class Query:
     seen: dict[str, dt.datetime]
 
 
+_DIRECTIONS: dict[int, str] = {lineage_pb2.UPSTREAM: graph.UPSTREAM, lineage_pb2.DOWNSTREAM: graph.DOWNSTREAM}
+
+
 def direction_name(value: int) -> str:
-    return {1: graph.UPSTREAM, 2: graph.DOWNSTREAM}.get(value, graph.BOTH)
+    """The walk's direction; unspecified is BOTH, as lineage.proto says."""
+    return _DIRECTIONS.get(value, graph.BOTH)
 
 
 def node_message(row: sa.Row[Any], distance: int) -> lineage_pb2.LineageNode:

@@ -49,6 +49,9 @@ MODELS: family.Family[model_pb2.Model, model_pb2.ModelVersion] = family.Family(
     kind=graph.MODEL_VERSION,
     parent_not_found=_not_found,
     version_not_found=_version_not_found,
+    version_exists=lambda name: AlreadyExists(
+        "MODEL_VERSION_ALREADY_EXISTS", f"{name} already exists", model_version=name
+    ),
     updated=lambda m: events_pb2.ModelUpdated(model=m),
     version_updated=lambda v: events_pb2.ModelVersionUpdated(model_version=v),
     version_deleted=lambda v: events_pb2.ModelVersionDeleted(model_version=v),
@@ -278,11 +281,7 @@ class Models:
                 )
         if given.base_model_version and await s.model_versions.get(given.base_model_version) is None:
             raise _version_not_found(given.base_model_version)
-        ids = await s.model_versions.ids(MODELS.children(s, m.name))
-        vid = version_id or versions.next_version_id(ids)
-        name = f"{m.name}/versions/{vid}"
-        if vid in ids:
-            raise AlreadyExists("MODEL_VERSION_ALREADY_EXISTS", f"{name} already exists", model_version=name)
+        name = await family.new_version_name(MODELS, s, m.name, version_id)
         now = utcnow()
         new = Version(
             name=name,
@@ -307,19 +306,13 @@ class Models:
         )
         if given.HasField("signature"):
             new.signature.CopyFrom(given.signature)
-        stored = Stored(new, 0)
-        await s.model_versions.insert(stored, now)
-        await self._record_graph(s, new)
-        await family.refresh(MODELS, s, m)
+        stored = await family.add_version(MODELS, s, m, new, now)
+        await self._record_edges(s, new)
         return stored.msg
 
-    async def _record_graph(self, s: Store, v: model_pb2.ModelVersion) -> None:
+    async def _record_edges(self, s: Store, v: model_pb2.ModelVersion) -> None:
+        """The version's own lineage: the job that produced it, what it was trained on or made from."""
         mv = graph.MODEL_VERSION
-        await recording.put_node(
-            s, v.name, mv,
-            display_name=v.display_name or recording.default_display_name(v.name, mv),
-            attributes=node_attributes(v), deleted=False,
-        )  # fmt: skip
         ws = graph.workspace_of(v.name) or ""
 
         async def edge(source: str, source_kind: str, type_: str, target: str, target_kind: str) -> None:

@@ -98,10 +98,6 @@ class Records(Generic[M]):
         row = (await self.conn.execute(sa.select(self.table).where(self._where(self.key(name))))).first()
         return self._from_row(row) if row else None
 
-    async def by_uid(self, uid: str) -> Stored[M] | None:
-        row = (await self.conn.execute(sa.select(self.table).where(self.table.c.uid == uid))).first()
-        return self._from_row(row) if row else None
-
     async def under(self, parent: dict[str, str], *, newest_first: bool = False) -> list[Stored[M]]:
         """Every resource under `parent` (a partial key), by id or newest first."""
         q = sa.select(self.table).where(self._where(parent))
@@ -113,10 +109,6 @@ class Records(Generic[M]):
     async def ids(self, parent: dict[str, str]) -> list[str]:
         rows = await self.conn.execute(sa.select(self.table.c.id).where(self._where(parent)))
         return [i for (i,) in rows]
-
-    async def count(self, parent: dict[str, str]) -> int:
-        q = sa.select(sa.func.count()).select_from(self.table).where(self._where(parent))
-        return int(await self.conn.scalar(q) or 0)
 
     def _values(self, s: Stored[M]) -> dict[str, Any]:
         copy = self.cls()
