@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pai_common import pagination
 from pai_common.errors import FieldViolation, InvalidArgument
@@ -139,3 +139,48 @@ def page(
 def time_key(value: dt.datetime) -> str:
     """A timestamp as a string that sorts like the time."""
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ListRequest(Protocol):
+    parent: str
+    filter: str
+    page_size: int
+    page_token: str
+
+
+def select(
+    items: Sequence[Any],
+    values: Callable[[Any], Mapping[str, str]],
+    request: ListRequest,
+    *,
+    method: str,
+    fields: Sequence[str],
+    maps: Sequence[str] = (),
+    newest_first: bool = False,
+) -> tuple[list[Any], str]:
+    """One List call over `items` (messages with `name` and `create_time`): the filter over `fields`,
+    `create_time` and `values(item)` (plus `labels.<key>` when `labels` is in `maps`), then the page,
+    by id or newest first."""
+    terms = parse(request.filter, (*fields, "create_time"), maps)
+
+    def all_values(item: Any) -> dict[str, str]:
+        out = {"create_time": _stamp_key(item.create_time), **values(item)}
+        if "labels" in maps:
+            out.update({f"labels.{k}": v for k, v in item.labels.items()})
+        return out
+
+    def by_id(item: Any) -> list[str]:
+        return [str(item.name).rsplit("/", 1)[1]]
+
+    def newest(item: Any) -> list[str]:
+        return [_stamp_key(item.create_time), *by_id(item)]
+
+    kept = [i for i in items if matches(all_values(i), terms)]
+    return page(
+        kept, newest if newest_first else by_id, page_size=request.page_size, page_token=request.page_token,
+        descending=newest_first, method=method, parent=request.parent, filter=request.filter,
+    )  # fmt: skip
+
+
+def _stamp_key(t: Any) -> str:
+    return time_key(t.ToDatetime(dt.UTC))

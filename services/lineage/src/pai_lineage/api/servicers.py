@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TypeAlias
 
 import grpc
 from google.api import field_behavior_pb2
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
 from pai.lineage.v1 import (
@@ -33,18 +32,6 @@ DatasetVersion = dataset_pb2.DatasetVersion
 ModelVersion = model_pb2.ModelVersion
 Edge = lineage_pb2.LineageEdge
 Node = lineage_pb2.LineageNode
-
-
-def _time(t: timestamp_pb2.Timestamp) -> str:
-    return listing.time_key(t.ToDatetime(dt.UTC))
-
-
-def _labels(prefix: str, values: dict[str, str]) -> dict[str, str]:
-    return {f"{prefix}.{k}": v for k, v in values.items()}
-
-
-def _newest_key(name: str, t: timestamp_pb2.Timestamp) -> list[str]:
-    return [_time(t), name.rsplit("/", 1)[1]]
 
 
 def settable_fields(message: type[Message]) -> list[str]:
@@ -79,26 +66,14 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     async def ListDatasets(
         self, request: dataset_pb2.ListDatasetsRequest, context: Ctx
     ) -> dataset_pb2.ListDatasetsResponse:
-        terms = listing.parse(
-            request.filter, ("display_name", "data_type", "format", "create_time"), ("labels",)
-        )
-        items = [
-            d
-            for d in await self._d.list_datasets(request.parent)
-            if listing.matches(
-                {
-                    "display_name": d.display_name,
-                    "data_type": dataset_pb2.Dataset.DataType.Name(d.data_type),
-                    "format": d.format,
-                    "create_time": _time(d.create_time),
-                    **_labels("labels", dict(d.labels)),
-                },
-                terms,
-            )
-        ]
-        chosen, token = listing.page(
-            items, lambda d: [d.name.rsplit("/", 1)[1]], page_size=request.page_size,
-            method="ListDatasets", page_token=request.page_token, parent=request.parent, filter=request.filter,
+        chosen, token = listing.select(
+            await self._d.list_datasets(request.parent),
+            lambda d: {
+                "display_name": d.display_name,
+                "data_type": dataset_pb2.Dataset.DataType.Name(d.data_type),
+                "format": d.format,
+            },
+            request, method="ListDatasets", fields=("display_name", "data_type", "format"), maps=("labels",),
         )  # fmt: skip
         return dataset_pb2.ListDatasetsResponse(datasets=chosen, next_page_token=token)
 
@@ -128,23 +103,11 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     async def ListDatasetVersions(
         self, request: dataset_pb2.ListDatasetVersionsRequest, context: Ctx
     ) -> dataset_pb2.ListDatasetVersionsResponse:
-        terms = listing.parse(request.filter, ("state", "source_job", "create_time"), ("labels",))
-        items = [
-            v
-            for v in await self._d.list_versions(request.parent)
-            if listing.matches(
-                {
-                    "state": DatasetVersion.State.Name(v.state),
-                    "source_job": v.source_job,
-                    "create_time": _time(v.create_time),
-                    **_labels("labels", dict(v.labels)),
-                },
-                terms,
-            )
-        ]
-        chosen, token = listing.page(
-            items, lambda v: _newest_key(v.name, v.create_time), page_size=request.page_size,
-            method="ListDatasetVersions", page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
+        chosen, token = listing.select(
+            await self._d.list_versions(request.parent),
+            lambda v: {"state": DatasetVersion.State.Name(v.state), "source_job": v.source_job},
+            request, method="ListDatasetVersions", fields=("state", "source_job"), maps=("labels",),
+            newest_first=True,
         )  # fmt: skip
         return dataset_pb2.ListDatasetVersionsResponse(dataset_versions=chosen, next_page_token=token)
 
@@ -191,26 +154,14 @@ class ModelRegistryServicer(model_pb2_grpc.ModelRegistryServiceServicer):
     async def ListModels(
         self, request: model_pb2.ListModelsRequest, context: Ctx
     ) -> model_pb2.ListModelsResponse:
-        terms = listing.parse(
-            request.filter, ("display_name", "task", "framework", "create_time"), ("labels",)
-        )
-        items = [
-            m
-            for m in await self._m.list_models(request.parent)
-            if listing.matches(
-                {
-                    "display_name": m.display_name,
-                    "task": m.task,
-                    "framework": model_pb2.ModelFramework.Name(m.framework),
-                    "create_time": _time(m.create_time),
-                    **_labels("labels", dict(m.labels)),
-                },
-                terms,
-            )
-        ]
-        chosen, token = listing.page(
-            items, lambda m: [m.name.rsplit("/", 1)[1]], page_size=request.page_size,
-            method="ListModels", page_token=request.page_token, parent=request.parent, filter=request.filter,
+        chosen, token = listing.select(
+            await self._m.list_models(request.parent),
+            lambda m: {
+                "display_name": m.display_name,
+                "task": m.task,
+                "framework": model_pb2.ModelFramework.Name(m.framework),
+            },
+            request, method="ListModels", fields=("display_name", "task", "framework"), maps=("labels",),
         )  # fmt: skip
         return model_pb2.ListModelsResponse(models=chosen, next_page_token=token)
 
@@ -246,27 +197,16 @@ class ModelRegistryServicer(model_pb2_grpc.ModelRegistryServiceServicer):
     async def ListModelVersions(
         self, request: model_pb2.ListModelVersionsRequest, context: Ctx
     ) -> model_pb2.ListModelVersionsResponse:
-        terms = listing.parse(
-            request.filter, ("state", "framework", "source_job", "create_time"), ("labels", "metrics")
-        )
-        items = [
-            v
-            for v in await self._m.list_versions(request.parent)
-            if listing.matches(
-                {
-                    "state": ModelVersion.State.Name(v.state),
-                    "framework": model_pb2.ModelFramework.Name(v.framework),
-                    "source_job": v.source_job,
-                    "create_time": _time(v.create_time),
-                    **_labels("labels", dict(v.labels)),
-                    **{f"metrics.{k}": repr(x) for k, x in v.metrics.items()},
-                },
-                terms,
-            )
-        ]
-        chosen, token = listing.page(
-            items, lambda v: _newest_key(v.name, v.create_time), page_size=request.page_size,
-            method="ListModelVersions", page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
+        chosen, token = listing.select(
+            await self._m.list_versions(request.parent),
+            lambda v: {
+                "state": ModelVersion.State.Name(v.state),
+                "framework": model_pb2.ModelFramework.Name(v.framework),
+                "source_job": v.source_job,
+                **{f"metrics.{k}": repr(x) for k, x in v.metrics.items()},
+            },
+            request, method="ListModelVersions", fields=("state", "framework", "source_job"),
+            maps=("labels", "metrics"), newest_first=True,
         )  # fmt: skip
         return model_pb2.ListModelVersionsResponse(model_versions=chosen, next_page_token=token)
 
@@ -341,29 +281,18 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
     async def ListLineageEdges(
         self, request: lineage_pb2.ListLineageEdgesRequest, context: Ctx
     ) -> lineage_pb2.ListLineageEdgesResponse:
-        terms = listing.parse(
-            request.filter,
-            ("source", "target", "source_kind", "target_kind", "type", "origin", "create_time"),
-        )
-        items = [
-            e
-            for e in await self._l.list_edges(request.parent)
-            if listing.matches(
-                {
-                    "source": e.source,
-                    "target": e.target,
-                    "source_kind": Node.Kind.Name(e.source_kind),
-                    "target_kind": Node.Kind.Name(e.target_kind),
-                    "type": Edge.Type.Name(e.type),
-                    "origin": Edge.Origin.Name(e.origin),
-                    "create_time": _time(e.create_time),
-                },
-                terms,
-            )
-        ]
-        chosen, token = listing.page(
-            items, lambda e: _newest_key(e.name, e.create_time), page_size=request.page_size,
-            method="ListLineageEdges", page_token=request.page_token, descending=True, parent=request.parent, filter=request.filter,
+        chosen, token = listing.select(
+            await self._l.list_edges(request.parent),
+            lambda e: {
+                "source": e.source,
+                "target": e.target,
+                "source_kind": Node.Kind.Name(e.source_kind),
+                "target_kind": Node.Kind.Name(e.target_kind),
+                "type": Edge.Type.Name(e.type),
+                "origin": Edge.Origin.Name(e.origin),
+            },
+            request, method="ListLineageEdges",
+            fields=("source", "target", "source_kind", "target_kind", "type", "origin"), newest_first=True,
         )  # fmt: skip
         return lineage_pb2.ListLineageEdgesResponse(lineage_edges=chosen, next_page_token=token)
 
