@@ -7,9 +7,11 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
+from google.protobuf.message import Message
+
 from pai.auth.v1 import identity_pb2
 from pai_cli import config
-from pai_cli.client import Client
+from pai_cli.client import Client, collect
 from pai_cli.output import FORMATS, Output
 
 ROLES = ("owner", "admin", "developer", "viewer")
@@ -124,6 +126,22 @@ class Context:
         """The workspace's resource name, `workspaces/{id}`."""
         chosen = getattr(self.args, "workspace", None) or self.config.workspace
         return qualify(chosen, "workspaces")
+
+    def in_workspace(self, collection: str, value: str) -> str:
+        """`mnist` → `workspaces/{w}/{collection}/mnist` in the chosen workspace; a full name is kept."""
+        return value if value.startswith("workspaces/") else f"{self.workspace}/{collection}/{value}"
+
+    def list_all(
+        self, method: Callable[..., Any], request: Callable[[str, int], Message], field: str
+    ) -> list[Any]:
+        """Every item of a List method (or the first `--limit`), page after page; `request(token, size)`
+        makes one page's request and `field` names the items in its response."""
+
+        def fetch(token: str, size: int) -> tuple[list[Any], str]:
+            page = self.client.call(method, request(token, size))
+            return list(getattr(page, field)), str(getattr(page, "next_page_token"))  # noqa: B009
+
+        return collect(fetch, getattr(self.args, "limit", None))
 
     def close(self) -> None:
         """Close the client if one was made."""

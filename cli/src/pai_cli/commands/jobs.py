@@ -91,7 +91,7 @@ def RS_STATE(s: job_pb2.ReplicaStatus) -> str:
 
 
 def job_name(ctx: Context, value: str) -> str:
-    return value if value.startswith("workspaces/") else f"{ctx.workspace}/jobs/{value}"
+    return ctx.in_workspace("jobs", value)
 
 
 def register(subparsers: Subparsers) -> None:
@@ -231,11 +231,7 @@ def _spec_from_flags(ctx: Context, args: argparse.Namespace) -> job_spec_pb2.Job
     for uri in args.data:
         spec.data_sources.add(uri=uri if "://" in uri else Path(uri).expanduser().resolve().as_uri())
     if args.output_model:
-        spec.output_model = (
-            args.output_model
-            if args.output_model.startswith("workspaces/")
-            else f"{ctx.workspace}/models/{args.output_model}"
-        )
+        spec.output_model = ctx.in_workspace("models", args.output_model)
     if args.code:
         spec.code.uri = _copy_code(ctx, args.code, args.name)
     return spec

@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 from pai.lineage.v1 import dataset_pb2, lineage_pb2, model_pb2
-from pai_cli.client import collect
 from pai_cli.commands.common import (
     Context,
     Subparsers,
@@ -85,17 +84,13 @@ MODEL_VERSION_COLUMNS = (
 )
 
 
-def _named(ctx: Context, collection: str, value: str) -> str:
-    return value if value.startswith("workspaces/") else f"{ctx.workspace}/{collection}/{value}"
-
-
 def entity_name(ctx: Context, kind: str, value: str) -> str:
     """`model mnist:2` → `<ws>/models/mnist/versions/2` (no version: the latest); `job train` →
     `<ws>/jobs/train`; full resource names stay as they are."""
     if value.startswith("workspaces/"):
         return value
     if kind == "job":
-        return f"{ctx.workspace}/jobs/{value}"
+        return ctx.in_workspace("jobs", value)
     name, _, version = value.partition(":")
     return f"{ctx.workspace}/{kind}s/{name}/versions/{version or '@latest'}"
 
@@ -171,7 +166,7 @@ def add_dataset_version(ctx: Context) -> int:
     version: dataset_pb2.DatasetVersion = client.call(
         client.datasets.CreateDatasetVersion,
         dataset_pb2.CreateDatasetVersionRequest(
-            parent=_named(ctx, "datasets", ctx.args.name),
+            parent=ctx.in_workspace("datasets", ctx.args.name),
             dataset_version=DV(uri=_uri(ctx.args.uri), description=ctx.args.description),
             request_id=str(uuid.uuid4()),
         ),
@@ -182,21 +177,20 @@ def add_dataset_version(ctx: Context) -> int:
 
 def list_datasets(ctx: Context) -> int:
     client = ctx.client
-
-    def fetch(token: str, size: int) -> tuple[list[dataset_pb2.Dataset], str]:
-        page: dataset_pb2.ListDatasetsResponse = client.call(
-            client.datasets.ListDatasets,
-            dataset_pb2.ListDatasetsRequest(parent=ctx.workspace, page_token=token, page_size=size),
-        )
-        return list(page.datasets), page.next_page_token
-
-    ctx.output.resources(collect(fetch, ctx.args.limit), DATASET_COLUMNS, f"datasets in {ctx.workspace}")
+    found = ctx.list_all(
+        client.datasets.ListDatasets,
+        lambda token, size: dataset_pb2.ListDatasetsRequest(
+            parent=ctx.workspace, page_token=token, page_size=size
+        ),
+        "datasets",
+    )
+    ctx.output.resources(found, DATASET_COLUMNS, f"datasets in {ctx.workspace}")
     return 0
 
 
 def get_dataset(ctx: Context) -> int:
     client = ctx.client
-    name = _named(ctx, "datasets", ctx.args.name)
+    name = ctx.in_workspace("datasets", ctx.args.name)
     ctx.output.resource(
         client.call(client.datasets.GetDataset, dataset_pb2.GetDatasetRequest(name=name)), DATASET_DETAIL
     )
@@ -205,36 +199,34 @@ def get_dataset(ctx: Context) -> int:
 
 def list_dataset_versions(ctx: Context) -> int:
     client = ctx.client
-    parent = _named(ctx, "datasets", ctx.args.name)
-
-    def fetch(token: str, size: int) -> tuple[list[dataset_pb2.DatasetVersion], str]:
-        page: dataset_pb2.ListDatasetVersionsResponse = client.call(
-            client.datasets.ListDatasetVersions,
-            dataset_pb2.ListDatasetVersionsRequest(parent=parent, page_token=token, page_size=size),
-        )
-        return list(page.dataset_versions), page.next_page_token
-
-    ctx.output.resources(collect(fetch, ctx.args.limit), VERSION_COLUMNS, f"versions of {parent}")
+    parent = ctx.in_workspace("datasets", ctx.args.name)
+    found = ctx.list_all(
+        client.datasets.ListDatasetVersions,
+        lambda token, size: dataset_pb2.ListDatasetVersionsRequest(
+            parent=parent, page_token=token, page_size=size
+        ),
+        "dataset_versions",
+    )
+    ctx.output.resources(found, VERSION_COLUMNS, f"versions of {parent}")
     return 0
 
 
 def list_models(ctx: Context) -> int:
     client = ctx.client
-
-    def fetch(token: str, size: int) -> tuple[list[model_pb2.Model], str]:
-        page: model_pb2.ListModelsResponse = client.call(
-            client.models.ListModels,
-            model_pb2.ListModelsRequest(parent=ctx.workspace, page_token=token, page_size=size),
-        )
-        return list(page.models), page.next_page_token
-
-    ctx.output.resources(collect(fetch, ctx.args.limit), MODEL_COLUMNS, f"models in {ctx.workspace}")
+    found = ctx.list_all(
+        client.models.ListModels,
+        lambda token, size: model_pb2.ListModelsRequest(
+            parent=ctx.workspace, page_token=token, page_size=size
+        ),
+        "models",
+    )
+    ctx.output.resources(found, MODEL_COLUMNS, f"models in {ctx.workspace}")
     return 0
 
 
 def get_model(ctx: Context) -> int:
     client = ctx.client
-    name = _named(ctx, "models", ctx.args.name)
+    name = ctx.in_workspace("models", ctx.args.name)
     ctx.output.resource(
         client.call(client.models.GetModel, model_pb2.GetModelRequest(name=name)), MODEL_COLUMNS
     )
@@ -243,16 +235,15 @@ def get_model(ctx: Context) -> int:
 
 def list_model_versions(ctx: Context) -> int:
     client = ctx.client
-    parent = _named(ctx, "models", ctx.args.name)
-
-    def fetch(token: str, size: int) -> tuple[list[model_pb2.ModelVersion], str]:
-        page: model_pb2.ListModelVersionsResponse = client.call(
-            client.models.ListModelVersions,
-            model_pb2.ListModelVersionsRequest(parent=parent, page_token=token, page_size=size),
-        )
-        return list(page.model_versions), page.next_page_token
-
-    ctx.output.resources(collect(fetch, ctx.args.limit), MODEL_VERSION_COLUMNS, f"versions of {parent}")
+    parent = ctx.in_workspace("models", ctx.args.name)
+    found = ctx.list_all(
+        client.models.ListModelVersions,
+        lambda token, size: model_pb2.ListModelVersionsRequest(
+            parent=parent, page_token=token, page_size=size
+        ),
+        "model_versions",
+    )
+    ctx.output.resources(found, MODEL_VERSION_COLUMNS, f"versions of {parent}")
     return 0
 
 

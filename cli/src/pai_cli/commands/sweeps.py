@@ -68,7 +68,7 @@ TRIAL_COLUMNS = (
 
 
 def sweep_name(ctx: Context, value: str) -> str:
-    return value if value.startswith("workspaces/") else f"{ctx.workspace}/sweeps/{value}"
+    return ctx.in_workspace("sweeps", value)
 
 
 def parse_param(text: str) -> sweep_pb2.ParameterSpec:
