@@ -58,6 +58,15 @@ class Settings:
             return env
         return self.extra.get(key, default)
 
+    def endpoint_of(self, other: str) -> str:
+        """Where this service calls `other`: its own `PAI_<SERVICE>_<OTHER>_ENDPOINT` setting, else
+        the stack's `PAI_<OTHER>_ENDPOINT`, else `other`'s default port on this machine."""
+        return str(
+            self.get(f"{other}_endpoint")
+            or os.environ.get(f"PAI_{other.upper()}_ENDPOINT")
+            or f"127.0.0.1:{DEFAULT_PORTS[other]}"
+        )
+
 
 def _read_toml(path: pathlib.Path) -> dict[str, Any]:
     try:

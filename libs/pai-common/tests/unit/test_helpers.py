@@ -127,6 +127,17 @@ def test_config_precedence(tmp_path: pathlib.Path) -> None:
         config.load("auth", {"PAI_HOME": str(tmp_path), "PAI_CONFIG": str(tmp_path / "bad.toml")})
 
 
+def test_where_a_service_calls_another(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PAI_DLC_LINEAGE_ENDPOINT", "PAI_LINEAGE_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    dlc = config.load("dlc", {"PAI_HOME": str(tmp_path)})
+    assert dlc.endpoint_of("lineage") == "127.0.0.1:50056"  # the default port
+    monkeypatch.setenv("PAI_LINEAGE_ENDPOINT", "10.0.0.5:50056")  # the stack's address
+    assert dlc.endpoint_of("lineage") == "10.0.0.5:50056"
+    monkeypatch.setenv("PAI_DLC_LINEAGE_ENDPOINT", "10.0.0.6:7000")  # dlc's own setting wins
+    assert dlc.endpoint_of("lineage") == "10.0.0.6:7000"
+
+
 def test_etags_come_from_the_row_version_and_a_stale_one_is_aborted() -> None:
     current = etags.etag_of(3)
     assert current == 'W/"3"'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from pai_dlc.model.spec import JobSpec
 log = logging.getLogger(__name__)
 SOURCE = "pai.dlc"
 DOMAIN = "dlc.pai.dev"  # the ErrorInfo domain of dlc's errors (its errors.proto)
-DEFAULT_SCHEDULER = "127.0.0.1:50052"
-DEFAULT_LINEAGE = "127.0.0.1:50056"
 
 
 @dataclass
@@ -52,18 +49,6 @@ class DlcApp:
     @property
     def address(self) -> str:
         return self.server.address
-
-
-def scheduler_endpoint(settings: Settings) -> str:
-    """`PAI_DLC_SCHEDULER_ENDPOINT`, else the stack's `PAI_SCHEDULER_ENDPOINT`, else the default port."""
-    return str(
-        settings.get("scheduler_endpoint") or os.environ.get("PAI_SCHEDULER_ENDPOINT") or DEFAULT_SCHEDULER
-    )
-
-
-def lineage_endpoint(settings: Settings) -> str:
-    """`PAI_DLC_LINEAGE_ENDPOINT`, else the stack's `PAI_LINEAGE_ENDPOINT`, else the default port."""
-    return str(settings.get("lineage_endpoint") or os.environ.get("PAI_LINEAGE_ENDPOINT") or DEFAULT_LINEAGE)
 
 
 def storage_root(settings: Settings) -> pathlib.Path:
@@ -112,9 +97,9 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         credential = str(settings.get("api_key") or "")
         if not credential:
             log.warning("PAI_DLC_API_KEY is not set: the scheduler will refuse dlc's workloads")
-        sched_channel = channel(scheduler_endpoint(settings), credential)
+        sched_channel = channel(settings.endpoint_of("scheduler"), credential)
         stack.push_async_callback(sched_channel.close)
-        lineage_at = lineage_endpoint(settings)
+        lineage_at = settings.endpoint_of("lineage")
         lineage_channel = channel(lineage_at, credential)
         stack.push_async_callback(lineage_channel.close)
         options = Options(

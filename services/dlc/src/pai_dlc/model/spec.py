@@ -121,18 +121,15 @@ def validate(spec: JobSpec, *, engines: frozenset[int]) -> list[Violation]:
             out.append(Violation(f"job.spec.{fld}", str(e)))
     for i, ds in enumerate(spec.data_sources):
         where = f"job.spec.data_sources[{i}]"
-        if ds.dataset_version and not ds.resolved_uri:
-            out.append(Violation(f"{where}.dataset_version", "the dataset version was not resolved to a URI"))
-        elif ds.dataset_version:
-            try:
-                local_path(ds.resolved_uri)
-            except ValueError as e:
-                out.append(Violation(f"{where}.dataset_version", f"{ds.dataset_version}: {e}"))
-        elif ds.uri:
-            try:
-                local_path(ds.uri)
-            except ValueError as e:
-                out.append(Violation(f"{where}.uri", str(e)))
+        field = f"{where}.dataset_version" if ds.dataset_version else f"{where}.uri"
+        uri = ds.resolved_uri or ds.uri
+        if not uri:
+            out.append(Violation(field, "the dataset version was not resolved to a URI"))
+            continue
+        try:
+            local_path(uri)
+        except ValueError as e:
+            out.append(Violation(field, f"{ds.dataset_version}: {e}" if ds.dataset_version else str(e)))
     if spec.code.uri:
         try:
             code = local_path(spec.code.uri)
