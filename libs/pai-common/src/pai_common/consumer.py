@@ -92,6 +92,7 @@ class Consumer:
         subjects: Sequence[str],
         handler: Handler,
         prepare: Prepare | None = None,
+        after_commit: Callable[[], None] = lambda: None,
         stream: str = "PAI",
         max_deliver: int = 5,
         backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0),
@@ -105,6 +106,8 @@ class Consumer:
         self._subjects = list(subjects)
         self._handler = handler
         self._prepare = prepare
+        # e.g. the outbox relay's notify: what a handler published goes out now, not at the next poll
+        self._after_commit = after_commit
         self._stream = stream
         self._max_deliver = max_deliver
         self._backoff = list(backoff)
@@ -199,31 +202,29 @@ class Consumer:
         finally:
             otel_context.detach(token)
 
-    async def _seen(self, event: Event) -> bool:
-        """Whether the inbox has the event already (a hint: the handler's transaction checks again)."""
+    async def _in_inbox(self, conn: AsyncConnection, event: Event) -> bool:
         inbox = self._inbox
-        async with self._engine.connect() as conn:
-            seen = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(inbox)
-                .where(inbox.c.consumer == self.durable, inbox.c.event_id == event.id)
-            )
+        seen = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(inbox)
+            .where(inbox.c.consumer == self.durable, inbox.c.event_id == event.id)
+        )
         return bool(seen)
 
+    async def _seen(self, event: Event) -> bool:
+        """Whether the inbox has the event already (a hint: the handler's transaction checks again)."""
+        async with self._engine.connect() as conn:
+            return await self._in_inbox(conn, event)
+
     async def _handle_once(self, event: Event) -> bool:
-        inbox = self._inbox
         async with self._engine.begin() as conn:
-            seen = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(inbox)
-                .where(inbox.c.consumer == self.durable, inbox.c.event_id == event.id)
-            )
-            if seen:
+            if await self._in_inbox(conn, event):
                 return False
             await self._handler(event, conn)
             await conn.execute(
-                sa.insert(inbox).values(consumer=self.durable, event_id=event.id, handled_at=utcnow())
+                sa.insert(self._inbox).values(consumer=self.durable, event_id=event.id, handled_at=utcnow())
             )
+        self._after_commit()
         return True
 
     async def _failed(self, msg: Msg, event: Event, error: Exception) -> None:

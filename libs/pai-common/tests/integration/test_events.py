@@ -218,7 +218,7 @@ async def test_undecodable_event_is_dead_lettered_not_fatal(
     assert handled == ["fine"]  # the consumer lived on past the bad message
 
 
-async def test_prepare_runs_outside_the_transaction_and_once_per_event(
+async def test_prepare_runs_before_the_transaction_and_after_commit_after_it_once_per_event(
     tmp_path: pathlib.Path, nats_server: NatsServer
 ) -> None:
     meta = db.metadata()
@@ -243,9 +243,11 @@ async def test_prepare_runs_outside_the_transaction_and_once_per_event(
     async def handler(event: Event, conn: sa.ext.asyncio.AsyncConnection) -> None:
         handled.append((event.id, event.prepared))
 
+    commits: list[int] = []
     consumer = Consumer(
-        js, engine, tables.inbox, durable="prep", subjects=["pai.test.>"], handler=handler, prepare=prepare
-    )
+        js, engine, tables.inbox, durable="prep", subjects=["pai.test.>"], handler=handler, prepare=prepare,
+        after_commit=lambda: commits.append(len(handled)),
+    )  # fmt: skip
     await consumer.start()
     await js.publish("pai.test.some.thing", b"", headers={"ce-id": "ev-1", "Nats-Msg-Id": "ev-1"})
     # the same event again (another message, same id): the inbox has it, so neither step runs again
@@ -260,3 +262,4 @@ async def test_prepare_runs_outside_the_transaction_and_once_per_event(
     assert handled == [("ev-1", "facts of ev-1")]
     assert prepared == ["ev-1"]
     assert consumer.acked == 2
+    assert commits == [1]  # after the handler's commit, once: not for the event the inbox knew

@@ -134,6 +134,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             durable=str(settings.get("lineage_consumer", "dlc-lineage")),
             subjects=LINEAGE_SUBJECTS,
             handler=controller.on_lineage_event,
+            after_commit=relay.notify,  # the job.updated it writes goes out at once
         )
 
         if authorizer is None:

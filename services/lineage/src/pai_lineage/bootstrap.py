@@ -61,7 +61,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         datasets = Datasets(db, files(settings))
         models = Models(db, datasets)
         lineage = Lineage(db, datasets, models)
-        job_events = JobEvents(db, datasets, models)
+        job_events = JobEvents(datasets, models)
         consumer = Consumer(
             base.js,
             base.engine,
@@ -70,6 +70,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             subjects=SUBJECTS,
             handler=job_events.handle,
             prepare=job_events.prepare,
+            after_commit=base.relay.notify,
         )
         if authorizer is None:
             authorizer = service.remote_authorizer(stack, settings)

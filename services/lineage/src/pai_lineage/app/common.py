@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import re
@@ -51,12 +50,6 @@ class Db:
     async def read(self) -> AsyncIterator[Store]:
         async with self.engine.connect() as conn:
             yield Store(conn)
-
-    def notify_soon(self, store: Store) -> None:
-        """For writes in someone else's transaction (an event handler's): wake the relay just after
-        the commit it cannot see; the relay's polling covers a slower commit."""
-        if store.outbox.added:
-            asyncio.get_running_loop().call_later(0.05, self.notify)
 
 
 def stamp(value: dt.datetime | None = None) -> timestamp_pb2.Timestamp:

@@ -23,7 +23,6 @@ from pai.lineage.v1 import events_pb2, model_pb2
 from pai_common.consumer import Event
 from pai_common.errors import Aborted, DomainError, Unavailable
 from pai_lineage.app import artifacts, recording
-from pai_lineage.app.common import Db
 from pai_lineage.app.datasets import Datasets
 from pai_lineage.app.models import Models
 from pai_lineage.db.store import Store
@@ -52,8 +51,7 @@ def job_time(job: job_pb2.Job) -> dt.datetime | None:
 class JobEvents:
     """The handler of lineage's consumer (durable `lineage`, subjects `pai.dlc.job.>`)."""
 
-    def __init__(self, db: Db, datasets: Datasets, models: Models) -> None:
-        self.db = db
+    def __init__(self, datasets: Datasets, models: Models) -> None:
         self.datasets = datasets
         self.models = models
 
@@ -70,7 +68,6 @@ class JobEvents:
             await self.job_succeeded(store, message, event.prepared)
         elif verb == "deleted" and isinstance(message, dlc_events.JobDeleted):
             await recording.put_node(store, message.job.name, graph.JOB, deleted=True)
-        self.db.notify_soon(store)
 
     async def put_job(self, store: Store, job: job_pb2.Job) -> bool:
         """The JOB node from a snapshot, unless a newer one was applied already."""
