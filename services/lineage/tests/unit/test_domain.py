@@ -19,7 +19,6 @@ def test_version_ids_count_past_the_highest_number() -> None:
     assert versions.next_version_id([]) == "1"
     assert versions.next_version_id(["1", "2024-06", "9", "10", "v2-int8"]) == "11"
     assert versions.next_version_id(["june"]) == "1"
-    assert versions.number_of("12") == 12 and versions.number_of("v1") is None
 
 
 def test_states_move_only_between_active_and_archived() -> None:

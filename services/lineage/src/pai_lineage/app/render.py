@@ -15,7 +15,7 @@ Node = lineage_pb2.LineageNode
 Edge = lineage_pb2.LineageEdge
 PRODUCER = "https://github.com/pai-dev/pai/tree/main/services/lineage"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-MEDIA = {1: "text/plain", 2: "text/vnd.graphviz", 3: "text/vnd.mermaid"}
+Format = lineage_pb2.RenderLineageRequest
 SHAPES = {
     Node.DATASET_VERSION: "cylinder",
     Node.JOB: "box",
@@ -117,11 +117,11 @@ def mermaid(q: Query) -> str:
 
 def render(q: Query, fmt: int) -> tuple[str, str]:
     """(content, media type) in the requested notation; TEXT when unspecified."""
-    if fmt == 2:
-        return dot(q), MEDIA[2]
-    if fmt == 3:
-        return mermaid(q), MEDIA[3]
-    return text(q), MEDIA[1]
+    if fmt == Format.DOT:
+        return dot(q), "text/vnd.graphviz"
+    if fmt == Format.MERMAID:
+        return mermaid(q), "text/vnd.mermaid"
+    return text(q), "text/plain"
 
 
 # ---- OpenLineage ---------------------------------------------------------------------------------

@@ -22,11 +22,6 @@ def next_version_id(existing: Iterable[str]) -> str:
     return str(max(numbers, default=0) + 1)
 
 
-def number_of(version_id: str) -> int | None:
-    """The numeric value of an id like `7`, for ordering and `next_version_id`; None otherwise."""
-    return int(version_id) if version_id.isdigit() else None
-
-
 def transition(current: str, target: str, name: str) -> str:
     """Archive (ACTIVE -> ARCHIVED) or unarchive (ARCHIVED -> ACTIVE); the previous state is returned."""
     allowed = {(ACTIVE, ARCHIVED), (ARCHIVED, ACTIVE)}
