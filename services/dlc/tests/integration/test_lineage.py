@@ -183,7 +183,7 @@ async def test_a_dataset_version_the_job_may_not_read_is_refused_and_nothing_is_
 async def test_a_sweep_pins_its_dataset_version_for_every_trial(
     stack: Stack, client: Client, tmp_path: pathlib.Path
 ) -> None:
-    _, v1 = await _dataset(stack, tmp_path, 4)
+    datasets, v1 = await _dataset(stack, tmp_path, 4)
     template = job_spec_pb2.JobSpec(
         replica_specs=[
             job_spec_pb2.ReplicaSpec(role=job_spec_pb2.ReplicaSpec.WORKER, command=[PY, "-c", TRAIN])
@@ -201,13 +201,15 @@ async def test_a_sweep_pins_its_dataset_version_for_every_trial(
                     objective=sweep_pb2.Objective(metric_key="loss", goal=sweep_pb2.Objective.MINIMIZE),
                     parameters=[sweep_pb2.ParameterSpec(
                         name="lr", type=sweep_pb2.ParameterSpec.DISCRETE, values=["0.1", "0.2"])],
-                    parallelism=2,
+                    parallelism=1,
                 )
             ),
         )
     )  # fmt: skip
     assert created.spec.job_template.data_sources[0].dataset_version == v1
     await _dataset(stack, tmp_path, 9)  # a newer version while the sweep runs changes nothing
+    # nor does archiving the pinned one: the trials are not resolved again (nor held up by lineage)
+    await datasets.ArchiveDatasetVersion(dataset_pb2.ArchiveDatasetVersionRequest(name=v1))
     deadline = asyncio.get_running_loop().time() + 60
     while (
         s := await sweeps.GetSweep(sweep_pb2.GetSweepRequest(name=created.name))

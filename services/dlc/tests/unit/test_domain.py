@@ -72,6 +72,14 @@ def test_validate_names_each_problem(tmp_path: pathlib.Path) -> None:
         "job.spec.replica_specs[0].count"
     ]
     assert [v.field for v in validate(ray, engines=LOCAL_ONLY)] == ["job.spec.engine"]
+    model = norm(pytorch(), tmp_path)
+    for wrong in ("workspaces/other/models/m", "workspaces/w/models/m:1", "workspaces/w/models/m/versions/2"):
+        model.output_model = wrong
+        assert [v.field for v in validate(model, engines=LOCAL_ONLY, workspace="workspaces/w")] == [
+            "job.spec.output_model"
+        ]
+    model.output_model = "workspaces/w/models/m"
+    assert validate(model, engines=LOCAL_ONLY, workspace="workspaces/w") == []
     empty = norm(JobSpec(), tmp_path)
     assert [v.field for v in validate(empty, engines=LOCAL_ONLY)] == ["job.spec.replica_specs"]
 

@@ -18,7 +18,6 @@ import dataclasses
 import datetime as dt
 import logging
 import pathlib
-import re
 import shutil
 import socket
 import time
@@ -78,7 +77,6 @@ FACT_KINDS: dict[type, str] = {
     scheduler_events.WorkloadDeleted: "deleted",
 }
 
-LABEL = "[a-z]([a-z0-9-]{0,61}[a-z0-9])?"  # a resource id (RFC-1034)
 LINEAGE_SUBJECTS = ("pai.lineage.model_version.created",)
 SCHEDULER_SUBJECTS = (
     "pai.scheduler.workload.admitted",
@@ -276,8 +274,8 @@ class Controller:
             storage_root=self.options.storage_root,
             uid=uid,
         )
-        await self.resolve_data(name, spec)
-        violations = validate(spec, engines=frozenset(self.engines))
+        await self.resolve_data(name, spec, pinned=bool(trial))
+        violations = validate(spec, engines=frozenset(self.engines), workspace=parent)
         if violations:
             raise InvalidArgument(
                 "INVALID_JOB_SPEC",
@@ -312,22 +310,22 @@ class Controller:
         self.kick()
         return s.job
 
-    async def resolve_data(self, owner: str, spec: JobSpec, where: str = "job.spec") -> None:
+    async def resolve_data(
+        self, owner: str, spec: JobSpec, where: str = "job.spec", *, pinned: bool = False
+    ) -> None:
         """Fill every data source's `resolved_uri`; a dataset version (`@latest` included) is asked of
-        lineage and recorded by its concrete name, so the job says exactly which data it read. Also
-        checks the output model names a model of the owner's (the job's or sweep's) workspace."""
+        lineage and recorded by its concrete name, so the job says exactly which data it read.
+
+        `pinned`: a sweep's trial, whose template the sweep resolved at create (a caller's own
+        `resolved_uri` never gets here: CreateJob resolves every source), so lineage is not asked again.
+        """
         ws = owner.split("/")[1]
-        if spec.output_model and not re.match(
-            rf"^workspaces/{re.escape(ws)}/models/{LABEL}$", spec.output_model
-        ):
-            message = f"output_model must be workspaces/{ws}/models/<model id>, got {spec.output_model!r}"
-            raise InvalidArgument(
-                "INVALID_JOB_SPEC", message, violations=[FieldViolation(f"{where}.output_model", message)]
-            )
         for i, ds in enumerate(spec.data_sources):
             field = f"{where}.data_sources[{i}].dataset_version"
             if not ds.dataset_version:
                 ds.resolved_uri = ds.uri
+                continue
+            if pinned and ds.resolved_uri:
                 continue
             if not same_workspace(owner, ds.dataset_version):
                 message = f"{ds.dataset_version} is not in workspace {ws}"

@@ -141,7 +141,7 @@ class SweepController:
         )  # fmt: skip
         violations += [
             type(v)(v.field.replace("job.spec", "sweep.spec.job_template"), v.description)
-            for v in validate(template, engines=frozenset(self.jobs.engines))
+            for v in validate(template, engines=frozenset(self.jobs.engines), workspace=parent)
         ]
         if violations:
             raise InvalidArgument(

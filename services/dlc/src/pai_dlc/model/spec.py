@@ -8,6 +8,7 @@ server default changes later.
 from __future__ import annotations
 
 import pathlib
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -64,6 +65,9 @@ class Replica:
         return ROLE_NAMES[self.role]
 
 
+_LABEL = "[a-z]([a-z0-9-]{0,61}[a-z0-9])?"  # a resource id (RFC-1034)
+
+
 def local_path(uri: str) -> pathlib.Path:
     """The local path of a `file://` URI (or a bare absolute path)."""
     parsed = urlparse(uri)
@@ -76,9 +80,17 @@ def file_uri(path: pathlib.Path) -> str:
     return path.resolve().as_uri()
 
 
-def validate(spec: JobSpec, *, engines: frozenset[int]) -> list[Violation]:
-    """What is wrong with a spec after `normalize` (empty when it can run)."""
+def validate(spec: JobSpec, *, engines: frozenset[int], workspace: str = "") -> list[Violation]:
+    """What is wrong with a spec after `normalize` (empty when it can run); `workspace` (the job's,
+    `workspaces/{w}`) is where its output model must be."""
     out: list[Violation] = []
+    if spec.output_model and not re.match(rf"^{re.escape(workspace)}/models/{_LABEL}$", spec.output_model):
+        out.append(
+            Violation(
+                "job.spec.output_model",
+                f"output_model must be {workspace}/models/<model id>, got {spec.output_model!r}",
+            )
+        )
     if not spec.replica_specs:
         out.append(Violation("job.spec.replica_specs", "at least one replica spec is required"))
     allowed = ALLOWED_ROLES.get(spec.kind, set())
