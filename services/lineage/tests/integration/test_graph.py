@@ -74,9 +74,8 @@ async def test_recording_is_idempotent_and_names_follow_the_relation(
     rest = await client.lineage.ListLineageEdges(
         L.ListLineageEdgesRequest(parent=ws, page_size=3, page_token=listed.next_page_token)
     )
-    assert sorted(e.name for e in (*listed.lineage_edges, *rest.lineage_edges)) == sorted(
-        e.name for e in first
-    )
+    newest_first = sorted(first, key=lambda e: (e.create_time.ToDatetime(), e.name), reverse=True)
+    assert [e.name for e in (*listed.lineage_edges, *rest.lineage_edges)] == [e.name for e in newest_first]
     produced = await client.lineage.ListLineageEdges(
         L.ListLineageEdgesRequest(parent=ws, filter="type = PRODUCED AND origin = API")
     )

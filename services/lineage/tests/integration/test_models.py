@@ -218,6 +218,10 @@ async def test_update_list_and_delete(client: Client, ws: str, watch: Watch) -> 
     assert [x.name for x in listed.models] == [m.name]
     everything = await client.models.ListModels(M.ListModelsRequest(parent=ws, page_size=1))
     assert everything.next_page_token and [x.name for x in everything.models] == [f"{ws}/models/other"]
+    second = await client.models.ListModels(
+        M.ListModelsRequest(parent=ws, page_size=1, page_token=everything.next_page_token)
+    )
+    assert [x.name for x in second.models] == [m.name] and not second.next_page_token
 
     v1 = await version(client, m.name, metrics={"acc": 0.5})
     v2 = await version(client, m.name, metrics={"acc": 0.95})
