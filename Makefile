@@ -6,7 +6,7 @@ PYTHON3 ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 BUF     := node_modules/.bin/buf
-PACKAGES := libs/pai-protos libs/pai-common services/auth services/scheduler services/dlc services/lineage gateway cli deploy/local
+PACKAGES := libs/pai-protos libs/pai-common libs/pai-runtime services/auth services/scheduler services/dlc services/lineage gateway cli deploy/local
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 .PHONY: all install gen up test lint format buf-check pytest clean
@@ -31,7 +31,7 @@ gen: $(VENV)/.installed
 up: install gen
 	$(PY) -m pai_local up
 
-TYPED := $(wildcard libs/pai-common/src services/auth/src services/scheduler/src services/dlc/src services/lineage/src gateway/src deploy/local/src cli/src)
+TYPED := $(wildcard libs/pai-common/src libs/pai-runtime/src services/auth/src services/scheduler/src services/dlc/src services/lineage/src gateway/src deploy/local/src cli/src)
 
 lint: install gen
 	$(VENV)/bin/ruff check .

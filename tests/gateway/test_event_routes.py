@@ -18,7 +18,7 @@ from pai.dsw.v1 import notebook_pb2
 from pai.eas.v1 import events_pb2 as eas_events
 from pai.eas.v1 import revision_pb2, service_pb2
 from pai_common import events
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.grpc_client import channel
 from pai_common.testing import NatsServer
 from pai_gateway.projection import RouteProjection, follow

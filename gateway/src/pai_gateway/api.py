@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -11,7 +10,8 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from pai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from pai_common import fieldmask, pagination
-from pai_common.errors import Aborted, FieldViolation, InvalidArgument, NotFound
+from pai_common.errors import FieldViolation, InvalidArgument, NotFound
+from pai_common.etags import check_etag, content_etag
 from pai_gateway import resources
 from pai_gateway.control import ControlPlane
 from pai_gateway.model import EndpointRoute, InvalidRoute, Revision
@@ -39,7 +39,7 @@ def parse_name(name: str) -> tuple[str, str]:
 
 
 def etag(route: EndpointRoute) -> str:
-    return 'W/"' + hashlib.sha256(repr(route).encode()).hexdigest()[:16] + '"'
+    return content_etag(repr(route))
 
 
 def to_proto(route: EndpointRoute, updated: float) -> gateway_pb2.EndpointRoute:
@@ -169,8 +169,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 raise
             current = EndpointRoute(kind, ident, (), websocket=kind == "dsw")
         else:
-            if given.etag and given.etag != etag(current):
-                raise Aborted("ETAG_MISMATCH", "the route changed since it was read", current=etag(current))
+            check_etag(given.etag, etag(current), resource=given.name)
         revisions = tuple(
             Revision(r.name, r.weight, tuple(r.addresses), r.health_path or "/v2/health/ready")
             for r in given.revisions
@@ -196,8 +195,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def DeleteEndpointRoute(self, request: Any, context: Any) -> empty_pb2.Empty:
         route = self._find(request.name)
-        if request.etag and request.etag != etag(route):
-            raise Aborted("ETAG_MISMATCH", "the route changed since it was read", current=etag(route))
+        check_etag(request.etag, etag(route), resource=request.name)
         self._control.remove_route(route.kind, route.name)
         self._declared.discard((route.kind, route.name))
         self._save()

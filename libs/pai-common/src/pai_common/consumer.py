@@ -28,8 +28,9 @@ from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pai_common import telemetry
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.events import DEAD_LETTER_PREFIX
+from pai_common.logs import Streak
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("pai_common.consumer")
@@ -160,15 +161,18 @@ class Consumer:
     async def _run(self, sub: object) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
+        failing = Streak(log, f"consumer {self.durable}: fetching")
         while not self._stopping:
             try:
                 msgs: list[Msg] = await sub.fetch(self._batch, timeout=0.5)  # type: ignore[attr-defined]
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nothing to fetch: the normal state of an idle stack
+                failing.ended()
                 continue
-            except Exception:
-                log.exception("fetch failed for consumer %s", self.durable)
+            except Exception as error:
+                failing.failed(error)
                 await asyncio.sleep(1.0)
                 continue
+            failing.ended()
             for msg in msgs:
                 if self._stopping:
                     break  # not acked: redelivered after ack_wait

@@ -51,11 +51,6 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def utcnow() -> dt.datetime:
-    """Now, timezone-aware."""
-    return dt.datetime.now(dt.UTC)
-
-
 def normalise_url(url: str) -> str:
     """Pick the async driver for a DSN: `postgresql://` → asyncpg, `sqlite://` → aiosqlite."""
     for plain, driver in (

@@ -1,16 +1,32 @@
-"""Etags (AIP-154) from a row's version counter: weak, `W/"<version>"`, and checked before a change."""
+"""Etags (AIP-154): weak, from a row's version counter (and the identity of what the row holds), or
+from the content itself where there is no counter; checked before a change."""
 
 from __future__ import annotations
+
+import hashlib
 
 from pai_common.errors import Aborted
 
 
-def etag_of(version: int) -> str:
-    """The etag of a resource whose row is at `version`."""
-    return f'W/"{version}"'
+def etag_of(version: int, identity: str = "") -> str:
+    """The etag of a resource whose row is at `version`: `W/"<version>"`, or `W/"<id>-<version>"`
+    with the first 8 characters of `identity` (a uid) so that a resource deleted and created again
+    under the same name never matches an etag of the one before."""
+    return f'W/"{identity[:8]}-{version}"' if identity else f'W/"{version}"'
 
 
-def check_etag(name: str, current: str, given: str) -> None:
-    """A stale etag (`given`, when set) is ABORTED: the caller read an older version of `name`."""
+def content_etag(content: str) -> str:
+    """The etag of a resource kept without a version counter: a digest of its content."""
+    return 'W/"' + hashlib.sha256(content.encode()).hexdigest()[:16] + '"'
+
+
+def check_etag(given: str, current: str, *, resource: str = "") -> None:
+    """A stale `given` etag (when set) is ABORTED: the caller read an older version of `resource`."""
     if given and given != current:
-        raise Aborted("ETAG_MISMATCH", f"{name} changed since etag {given}; read it again", resource=name)
+        what = resource or "the resource"
+        raise Aborted(
+            "ETAG_MISMATCH",
+            f"{what} changed since etag {given} was read; read it again and retry",
+            resource=resource,
+            current=current,
+        )

@@ -17,7 +17,8 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from pai_common import telemetry
-from pai_common.db import UtcDateTime, utcnow
+from pai_common.clock import utcnow
+from pai_common.db import UtcDateTime
 
 STREAM = "PAI"
 STREAM_SUBJECTS = ["pai.>"]

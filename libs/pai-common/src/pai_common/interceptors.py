@@ -32,6 +32,7 @@ from pai_common import telemetry
 from pai_common.errors import (
     DomainError,
     FieldViolation,
+    Internal,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
@@ -205,7 +206,7 @@ def to_status(error: DomainError, domain: str) -> status_pb2.Status:
         packed_bad = any_pb2.Any()
         packed_bad.Pack(bad)
         details.append(packed_bad)
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return status_pb2.Status(code=int(error.code), message=error.message, details=details)
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
@@ -231,7 +232,7 @@ class ErrorMapping(Interceptor):
         try:
             yield
         except DomainError as error:
-            info.code, info.reason = error.code, error.reason
+            info.code, info.reason = grpc_code(error), error.reason
             await abort_with(context, to_status(error, self._domain))
         except grpc.aio.AbortError:
             info.code = context.code() or grpc.StatusCode.UNKNOWN
@@ -243,7 +244,7 @@ class ErrorMapping(Interceptor):
             info.code, info.reason = grpc.StatusCode.INTERNAL, "INTERNAL"
             log.exception("unhandled error in %s", info.method)
             status = to_status(
-                _Internal(
+                Internal(
                     "INTERNAL",
                     f"internal error (request id {info.request_id})",
                     request_id=info.request_id,
@@ -253,8 +254,9 @@ class ErrorMapping(Interceptor):
             await abort_with(context, status)
 
 
-class _Internal(DomainError):
-    code = grpc.StatusCode.INTERNAL
+def grpc_code(error: DomainError) -> grpc.StatusCode:
+    """The gRPC status of a domain error (both use the canonical `google.rpc.Code` names)."""
+    return grpc.StatusCode[error.code.name]
 
 
 class Authentication(Interceptor):
@@ -342,7 +344,7 @@ class Completion(Interceptor):
         try:
             yield
         except DomainError as error:
-            info.code, info.reason = error.code, error.reason
+            info.code, info.reason = grpc_code(error), error.reason
             raise
         except grpc.aio.AbortError:
             raise

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pai_common.errors import FieldViolation, InvalidArgument
+from pai_common.errors import FieldViolation, InvalidArgument, bad_request
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -67,8 +67,4 @@ def decode_token(token: str, query: str, key_type: type = str) -> Any:
 
 
 def _bad_token(message: str) -> InvalidArgument:
-    return InvalidArgument(
-        "INVALID_PAGE_TOKEN",
-        message,
-        violations=[FieldViolation("page_token", message)],
-    )
+    return bad_request("page_token", message, "INVALID_PAGE_TOKEN")

@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from nats.js.client import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.events import cloudevent_headers
+from pai_common.logs import Streak
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,14 @@ class Relay:
             self._task = None
 
     async def _run(self) -> None:
+        failing = Streak(log, "outbox relay: publishing")
         while not self._stopping:
             try:
                 while not self._stopping and await self.publish_pending():
                     pass
-            except Exception:
-                log.exception("outbox relay failed; retrying")
+                failing.ended()
+            except Exception as error:
+                failing.failed(error)
             self._wake.clear()
             if self._stopping:
                 return

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import overload
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from pai_common.errors import FieldViolation, InvalidArgument
 
 
+@overload
+def ts(value: dt.datetime) -> timestamp_pb2.Timestamp: ...
+@overload
+def ts(value: None) -> None: ...
+@overload
+def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None: ...
+
+
 def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A Timestamp, or None (the field stays unset) for None."""
+    """The one datetime → Timestamp conversion; None (the field stays unset) for None."""
     if value is None:
         return None
     out = timestamp_pb2.Timestamp()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import time
 
@@ -141,8 +142,33 @@ def test_where_a_service_calls_another(tmp_path: pathlib.Path, monkeypatch: pyte
 def test_etags_come_from_the_row_version_and_a_stale_one_is_aborted() -> None:
     current = etags.etag_of(3)
     assert current == 'W/"3"'
-    etags.check_etag("things/a", current, "")  # none given: no check
-    etags.check_etag("things/a", current, current)
+    etags.check_etag("", current, resource="things/a")  # none given: no check
+    etags.check_etag(current, current, resource="things/a")
     with pytest.raises(Aborted) as caught:
-        etags.check_etag("things/a", current, etags.etag_of(2))
-    assert caught.value.reason == "ETAG_MISMATCH" and caught.value.metadata == {"resource": "things/a"}
+        etags.check_etag(etags.etag_of(2), current, resource="things/a")
+    assert caught.value.reason == "ETAG_MISMATCH"
+    assert caught.value.metadata == {"resource": "things/a", "current": current}
+    # with an identity, a thing made again under the same name has other etags than the one before
+    assert etags.etag_of(1, "0f1e2d3c-aaaa") == 'W/"0f1e2d3c-1"' != etags.etag_of(1, "99999999-bbbb")
+    assert etags.content_etag("a") == etags.content_etag("a") != etags.content_etag("b")
+
+
+def test_a_repeating_failure_is_logged_once_with_its_traceback_and_once_when_it_heals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pai_common.logs import Streak
+
+    log = logging.getLogger("pai.test.streak")
+    streak = Streak(log, "fetching")
+    caplog.set_level(logging.DEBUG, logger="pai.test.streak")
+    for _ in range(3):
+        try:
+            raise ConnectionError("nats is down")
+        except ConnectionError as error:
+            streak.failed(error)
+    streak.ended()
+    streak.ended()  # nothing more once healed
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert [r.levelname for r in caplog.records] == ["ERROR", "DEBUG", "DEBUG", "WARNING"]
+    assert "works again after 3 failures" in caplog.records[-1].getMessage()

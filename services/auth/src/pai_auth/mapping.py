@@ -21,28 +21,25 @@ from pai_auth.domain.model import (
     User,
     Workspace,
 )
+from pai_common.etags import etag_of
 from pai_common.events import OutboxEvent
 from pai_common.wire import ts
 
 SOURCE = "//auth.pai.dev"
 
 
-def etag(uid: str, version: int) -> str:
-    return f'W/"{uid[:8]}-{version}"'
-
-
 def member_etag(m: Member) -> str:
     """Members have no uid: their name and creation time tell one membership from a later one."""
     created = m.create_time.isoformat() if m.create_time else ""
     digest = hashlib.sha256(f"{m.name}\n{created}".encode()).hexdigest()
-    return etag(digest, m.version)
+    return etag_of(m.version, digest)
 
 
-def etag_of(entity: object) -> str:
+def etag(entity: object) -> str:
     """The etag a client sees for an entity."""
     if isinstance(entity, Member):
         return member_etag(entity)
-    return etag(getattr(entity, "uid"), getattr(entity, "version"))  # noqa: B009
+    return etag_of(getattr(entity, "version"), getattr(entity, "uid"))  # noqa: B009
 
 
 def user(u: User) -> identity_pb2.User:
@@ -55,7 +52,7 @@ def user(u: User) -> identity_pb2.User:
         state=identity_pb2.User.State.Value(u.state.value),
         create_time=ts(u.create_time),
         update_time=ts(u.update_time),
-        etag=etag(u.uid, u.version),
+        etag=etag_of(u.version, u.uid),
     )
 
 
@@ -68,7 +65,7 @@ def workspace(w: Workspace) -> workspace_pb2.Workspace:
         state=workspace_pb2.Workspace.ACTIVE,
         create_time=ts(w.create_time),
         update_time=ts(w.update_time),
-        etag=etag(w.uid, w.version),
+        etag=etag_of(w.version, w.uid),
     )
 
 
@@ -92,7 +89,7 @@ def service_account(s: ServiceAccount) -> identity_pb2.ServiceAccount:
         role=identity_pb2.Role.Value(s.role),
         create_time=ts(s.create_time),
         update_time=ts(s.update_time),
-        etag=etag(s.uid, s.version),
+        etag=etag_of(s.version, s.uid),
     )
 
 
@@ -108,7 +105,7 @@ def api_key(k: ApiKey, now: dt.datetime) -> identity_pb2.ApiKey:
         last_used_time=ts(k.last_used_time),
         revoke_time=ts(k.revoke_time),
         create_time=ts(k.create_time),
-        etag=etag(k.uid, k.version),
+        etag=etag_of(k.version, k.uid),
     )
 
 
@@ -123,7 +120,7 @@ def audit_entry(e: AuditEntry) -> audit_pb2.AuditEntry:
         reason=e.reason,
         request_id=e.request_id,
         create_time=ts(e.create_time),
-        etag=etag(e.id, 1),
+        etag=etag_of(1, e.id),
     )
 
 

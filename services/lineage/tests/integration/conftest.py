@@ -27,8 +27,8 @@ from nats.aio.msg import Msg
 from pai.lineage.v1 import dataset_pb2_grpc, lineage_pb2_grpc, model_pb2_grpc
 from pai_auth.bootstrap import build as build_auth
 from pai_common import db
+from pai_common.clock import utcnow
 from pai_common.consumer import Event, decode
-from pai_common.db import utcnow
 from pai_common.events import Outbox, OutboxEvent, cloudevent_headers, event_tables
 from pai_common.grpc_client import channel
 from pai_common.relay import Relay

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from pai_common.errors import DomainError
 from pai_lineage.domain import graph, versions
 from pai_lineage.domain.graph import Edge
-from pai_lineage.domain.refusal import Refusal
 
 
 def reason(call: object, *args: object) -> str:
-    with pytest.raises(Refusal) as caught:
+    with pytest.raises(DomainError) as caught:
         call(*args)  # type: ignore[operator]
     return caught.value.reason
 

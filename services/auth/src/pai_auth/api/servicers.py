@@ -25,7 +25,7 @@ from pai_auth.app.identity import SERVICE_ACCOUNT_FIELDS, USER_DEFAULT_FIELDS, U
 from pai_auth.app.workspaces import WORKSPACE_FIELDS, WorkspaceUseCases
 from pai_auth.domain.model import ServiceAccount, User, UserState, Workspace
 from pai_common import fieldmask, pagination, tokens, wire
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import FailedPrecondition
 from pai_common.interceptors import credential_of
 from pai_common.names import parse

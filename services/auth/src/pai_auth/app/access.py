@@ -31,7 +31,7 @@ from pai_auth.db.uow import UnitOfWork, UnitOfWorkFactory
 from pai_auth.domain import keys, policy
 from pai_auth.domain.model import ApiKeyState, Principal, UserState
 from pai_common import tokens
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 
 log = logging.getLogger(__name__)
 

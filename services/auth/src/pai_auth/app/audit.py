@@ -7,7 +7,7 @@ from typing import Any
 
 from pai_auth.db.uow import UnitOfWorkFactory
 from pai_auth.domain.model import AuditEntry
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.names import workspace_of
 
 

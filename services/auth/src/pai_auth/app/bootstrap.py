@@ -7,7 +7,7 @@ from pai_auth.app.common import new_uid
 from pai_auth.db.uow import UnitOfWorkFactory
 from pai_auth.domain import keys
 from pai_auth.domain.model import ApiKey, Member, User, Workspace
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 
 ADMIN_ID = "admin"
 DEFAULT_WORKSPACE = "default"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 
 from pai_auth import mapping
+from pai_common import etags
 from pai_common.errors import (
-    Aborted,
-    FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    bad_request,
 )
 
 
@@ -21,11 +21,7 @@ def new_uid() -> str:
 
 def check_etag(given: str, current: object) -> None:
     """An empty etag skips the check; a stale one is ABORTED."""
-    now = mapping.etag_of(current)
-    if given and given != now:
-        raise Aborted(
-            "ETAG_MISMATCH", "the resource changed since it was read; re-read and retry", current=now
-        )
+    etags.check_etag(given, mapping.etag(current), resource=str(getattr(current, "name", "")))
 
 
 def not_found(reason: str, name: str) -> NotFound:
@@ -33,7 +29,7 @@ def not_found(reason: str, name: str) -> NotFound:
 
 
 def invalid(field: str, message: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
-    return InvalidArgument(reason, f"{field}: {message}", violations=[FieldViolation(field, message)])
+    return bad_request(field, message, reason)
 
 
 def denied(message: str) -> PermissionDenied:

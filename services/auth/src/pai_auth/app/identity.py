@@ -17,7 +17,7 @@ from pai_auth.domain.model import (
     User,
     UserState,
 )
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition
 from pai_common.names import parse
 

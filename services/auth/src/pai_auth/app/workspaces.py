@@ -8,7 +8,7 @@ from pai_auth import mapping
 from pai_auth.app.common import check_etag, denied, invalid, new_uid, not_found
 from pai_auth.db.uow import UnitOfWork, UnitOfWorkFactory
 from pai_auth.domain.model import Member, Principal, Workspace
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition
 from pai_common.names import parse
 

@@ -35,8 +35,8 @@ from pai.lineage.v1 import events_pb2 as lineage_events
 from pai.lineage.v1 import model_pb2
 from pai.scheduler.v1 import events_pb2 as scheduler_events
 from pai.scheduler.v1 import workload_pb2
+from pai_common.clock import utcnow
 from pai_common.consumer import Event
-from pai_common.db import utcnow
 from pai_common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -366,7 +366,7 @@ class Controller:
         """Stop a job; `grace` is SIGTERM → SIGKILL (None: the server's default, 0: SIGKILL at once)."""
         async with self.lock(name):
             s = await self.get(name)
-            check_etag(s.name, s.job.etag, etag)
+            check_etag(etag, s.job.etag, resource=s.name)
             if s.state in (State.SUCCEEDED, State.FAILED):
                 raise FailedPrecondition(
                     "ILLEGAL_STATE_TRANSITION",
@@ -400,7 +400,7 @@ class Controller:
         """Restart a running gang from its newest checkpoint; does not count against `max_restarts`."""
         async with self.lock(name):
             s = await self.get(name)
-            check_etag(s.name, s.job.etag, etag)
+            check_etag(etag, s.job.etag, resource=s.name)
             if s.state not in ACTIVE:
                 raise FailedPrecondition(
                     "ILLEGAL_STATE_TRANSITION",
@@ -428,7 +428,7 @@ class Controller:
         `force`, a job that is not terminal is stopped first, no process of it left."""
         async with self.lock(name):
             s = await self.get(name)
-            check_etag(s.name, s.job.etag, etag)
+            check_etag(etag, s.job.etag, resource=s.name)
             if s.state not in TERMINAL:
                 if not force:
                     raise FailedPrecondition(
@@ -462,7 +462,7 @@ class Controller:
         """Change a job's descriptive fields; a given `etag` must be the current one."""
         async with self.lock(name):
             fresh = await self.get(name)
-            check_etag(fresh.name, fresh.job.etag, etag)
+            check_etag(etag, fresh.job.etag, resource=fresh.name)
             apply(fresh.job)
 
             async def publish(store: JobStore) -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from sqlalchemy import exc as sa_exc
 
 from pai.dlc.v1 import events_pb2, job_pb2, sweep_pb2
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import (
     AlreadyExists,
     DomainError,
@@ -201,7 +201,7 @@ class SweepController:
     async def update(self, name: str, etag: str, apply: Callable[[sweep_pb2.Sweep], None]) -> sweep_pb2.Sweep:
         async with self.lock(name):
             s = await self.get(name)
-            check_etag(name, s.sweep.etag, etag)
+            check_etag(etag, s.sweep.etag, resource=name)
             apply(s.sweep)
             async with self.tx() as store:
                 await store.publish("pai.dlc.sweep.updated", events_pb2.SweepUpdated(sweep=s.sweep))

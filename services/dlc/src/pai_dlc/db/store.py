@@ -17,7 +17,7 @@ from google.protobuf import timestamp_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pai.dlc.v1 import job_pb2, sweep_pb2
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import Aborted
 from pai_common.etags import etag_of
 from pai_common.events import Outbox, OutboxEvent

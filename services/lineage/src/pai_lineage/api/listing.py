@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pai_common import pagination
-from pai_common.errors import FieldViolation, InvalidArgument
+from pai_common.errors import FieldViolation, InvalidArgument, bad_request
 
 T = TypeVar("T")
 Term = tuple[str, str, str]  # field, operator, value
@@ -36,10 +36,6 @@ def _time(text: str) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def _bad(message: str) -> InvalidArgument:
-    return InvalidArgument("INVALID_FILTER", message, violations=[FieldViolation("filter", message)])
-
-
 def parse(expression: str, fields: Sequence[str], maps: Sequence[str] = ()) -> list[list[Term]]:
     """`a = x AND (b = y OR b = z) AND create_time > "2026-01-01T00:00:00Z"`: AND of OR groups, each OR
     group comparing one field; `maps` are prefixes like `labels` allowing `labels.<key>`."""
@@ -54,19 +50,25 @@ def parse(expression: str, fields: Sequence[str], maps: Sequence[str] = ()) -> l
         for alt in _OR.split(part):
             m = _TERM.match(alt)
             if m is None:
-                raise _bad(f"cannot parse {alt.strip()!r}; use field <op> value joined by AND/OR")
+                raise bad_request(
+                    "filter",
+                    f"cannot parse {alt.strip()!r}; use field <op> value joined by AND/OR",
+                    "INVALID_FILTER",
+                )
             key, op = m.group(1), m.group(2)
             value = m.group(4) if m.group(4) is not None else m.group(3)
             if key not in fields and key.split(".", 1)[0] not in maps:
                 known = ", ".join([*fields, *(f"{p}.<key>" for p in maps)])
-                raise _bad(f"unknown field {key!r}; known: {known}")
+                raise bad_request("filter", f"unknown field {key!r}; known: {known}", "INVALID_FILTER")
             if group and group[0][0] != key:
-                raise _bad("an OR group must compare one field")
+                raise bad_request("filter", "an OR group must compare one field", "INVALID_FILTER")
             if key in TIME_FIELDS:
                 try:
                     _time(value)
                 except ValueError as exc:
-                    raise _bad(f"{key} needs an RFC 3339 time, not {value!r}") from exc
+                    raise bad_request(
+                        "filter", f"{key} needs an RFC 3339 time, not {value!r}", "INVALID_FILTER"
+                    ) from exc
             group.append((key, op, value))
         groups.append(group)
     return groups

@@ -21,7 +21,6 @@ from pai_common import fieldmask
 from pai_common.principal import principal
 from pai_lineage.api import listing
 from pai_lineage.app import render
-from pai_lineage.app.common import obeying
 from pai_lineage.app.datasets import DATASET_FIELDS, Datasets
 from pai_lineage.app.lineage import Lineage
 from pai_lineage.app.models import MODEL_FIELDS, Models
@@ -115,10 +114,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         self, request: dataset_pb2.UpdateDatasetVersionRequest, context: Ctx
     ) -> dataset_pb2.DatasetVersion:
         known = settable_fields(DatasetVersion)
-        with obeying():
-            fields = versions.check_version_mask(
-                request.update_mask.paths, known, request.dataset_version.name
-            )
+        fields = versions.check_version_mask(request.update_mask.paths, known, request.dataset_version.name)
         return await self._d.update_version(request.dataset_version, fields)
 
     async def DeleteDatasetVersion(
@@ -214,8 +210,7 @@ class ModelRegistryServicer(model_pb2_grpc.ModelRegistryServiceServicer):
         self, request: model_pb2.UpdateModelVersionRequest, context: Ctx
     ) -> model_pb2.ModelVersion:
         known = settable_fields(ModelVersion)
-        with obeying():
-            fields = versions.check_version_mask(request.update_mask.paths, known, request.model_version.name)
+        fields = versions.check_version_mask(request.update_mask.paths, known, request.model_version.name)
         return await self._m.update_version(request.model_version, fields)
 
     async def DeleteModelVersion(

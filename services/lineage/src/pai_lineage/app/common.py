@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
-from google.protobuf import timestamp_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pai_common.db import conflict, utcnow
+from pai_common.db import conflict
 from pai_common.errors import (
     Aborted,
     AlreadyExists,
-    DomainError,
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
 )
 from pai_lineage.db.store import Store
-from pai_lineage.domain.refusal import PRECONDITION, Refusal
 
 
 class Db:
@@ -52,12 +45,6 @@ class Db:
             yield Store(conn)
 
 
-def stamp(value: dt.datetime | None = None) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value or utcnow())
-    return out
-
-
 async def earlier_result(store: Store, request_id: str, method: str, target: str) -> str | None:
     """The resource name a request with this id made before, or None for a new request; the same id
     for a different request is REQUEST_ID_REUSED. Ids are kept per workspace (`target` starts with
@@ -87,20 +74,3 @@ def _workspace(target: str) -> str:
     if match is None:
         raise ValueError(f"a request target names no workspace: {target!r}")
     return match.group(1)
-
-
-@contextlib.contextmanager
-def obeying() -> Iterator[None]:
-    """Run domain rules: a `Refusal` becomes the API error it names (INVALID_ARGUMENT with the field
-    violation, or FAILED_PRECONDITION)."""
-    try:
-        yield
-    except Refusal as r:
-        error: DomainError
-        if r.status == PRECONDITION:
-            error = FailedPrecondition(r.reason, r.message)
-        else:
-            violations = [FieldViolation(r.field, r.message)] if r.field else []
-            error = InvalidArgument(r.reason, r.message, violations=violations)
-        error.metadata = dict(r.metadata)
-        raise error from None

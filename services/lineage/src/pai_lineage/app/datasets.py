@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Callable
 
 from pai.lineage.v1 import dataset_pb2, events_pb2
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from pai_common.etags import check_etag
+from pai_common.wire import ts
 from pai_lineage.app import artifacts, family, recording
-from pai_lineage.app.common import Db, earlier_result, remember, stamp
+from pai_lineage.app.common import Db, earlier_result, remember
 from pai_lineage.db.store import Store, Stored
 from pai_lineage.domain import graph
 
@@ -102,8 +103,8 @@ class Datasets:
                 data_type=given.data_type,
                 format=given.format,
                 creator=creator,
-                create_time=stamp(now),
-                update_time=stamp(now),
+                create_time=ts(now),
+                update_time=ts(now),
             )
             ds = Stored(new, 0)
             await s.datasets.insert(ds, now)
@@ -134,7 +135,7 @@ class Datasets:
     async def delete(self, name: str, etag: str, force: bool) -> None:
         async with self.db.write() as s:
             ds = await family.get_parent(DATASETS, s, name)
-            check_etag(name, ds.msg.etag, etag)
+            check_etag(etag, ds.msg.etag, resource=name)
             children = await s.dataset_versions.under(DATASETS.children(s, name))
             if children and not force:
                 raise FailedPrecondition(
@@ -207,8 +208,8 @@ class Datasets:
             state=Version.ACTIVE,
             source_job=given.source_job,
             creator=creator,
-            create_time=stamp(now),
-            update_time=stamp(now),
+            create_time=ts(now),
+            update_time=ts(now),
         )
         stored = await family.add_version(DATASETS, s, ds, new, now)
         if new.source_job:
@@ -264,7 +265,7 @@ class Datasets:
     async def delete_version(self, name: str, etag: str) -> None:
         async with self.db.write() as s:
             v = await family.get_version(DATASETS, s, name)
-            check_etag(name, v.msg.etag, etag)
+            check_etag(etag, v.msg.etag, resource=name)
             await family.drop_version(DATASETS, s, v)
             await family.refresh_parent_of(DATASETS, s, name)
 
@@ -273,7 +274,7 @@ class Datasets:
         state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
         async with self.db.write() as s:
             v = await family.get_version(DATASETS, s, name)
-            check_etag(name, v.msg.etag, etag)
+            check_etag(etag, v.msg.etag, resource=name)
             previous = await family.set_state(DATASETS, s, v, target, state_name)
             await s.publish(
                 family.event_of(DATASETS, "state_changed"), DATASETS.state_changed(v.msg, previous)

@@ -15,10 +15,11 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from pai_common import fieldmask
+from pai_common.clock import utcnow
 from pai_common.errors import AlreadyExists, NotFound
 from pai_common.etags import check_etag
+from pai_common.wire import ts
 from pai_lineage.app import recording
-from pai_lineage.app.common import obeying, stamp
 from pai_lineage.db.store import Records, Store, Stored
 from pai_lineage.domain import versions
 
@@ -97,9 +98,9 @@ async def add_version(f: Family[P, V], s: Store, p: Stored[P], v: V, now: dt.dat
 async def update_parent(f: Family[P, V], s: Store, given: P, fields: set[str]) -> P:
     """An Update of the parent's masked fields, with its event."""
     p = await get_parent(f, s, str(getattr(given, "name")))  # noqa: B009
-    check_etag(p.name, str(getattr(p.msg, "etag")), str(getattr(given, "etag")))  # noqa: B009
+    check_etag(str(getattr(given, "etag")), str(getattr(p.msg, "etag")), resource=p.name)  # noqa: B009
     fieldmask.apply(p.msg, given, fields)
-    getattr(p.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    getattr(p.msg, "update_time").CopyFrom(ts(utcnow()))  # noqa: B009
     await f.parents(s).save(p)
     await s.publish(f"pai.lineage.{f.subject}.updated", f.updated(p.msg))
     return p.msg
@@ -111,7 +112,7 @@ async def refresh(f: Family[P, V], s: Store, p: Stored[P]) -> None:
     latest = next((v.name for v in every if getattr(v.msg, "state") == ACTIVE), "")  # noqa: B009
     setattr(p.msg, "latest_version", latest)  # noqa: B010
     setattr(p.msg, "version_count", len(every))  # noqa: B010
-    getattr(p.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    getattr(p.msg, "update_time").CopyFrom(ts(utcnow()))  # noqa: B009
     await f.parents(s).save(p)
 
 
@@ -125,9 +126,9 @@ async def update_version(f: Family[P, V], s: Store, given: V, fields: set[str]) 
     """An Update of a version's display name, description or labels (its node follows the name).
     The caller publishes the event, once the version is as it should be shown."""
     v = await get_version(f, s, str(getattr(given, "name")))  # noqa: B009
-    check_etag(v.name, str(getattr(v.msg, "etag")), str(getattr(given, "etag")))  # noqa: B009
+    check_etag(str(getattr(given, "etag")), str(getattr(v.msg, "etag")), resource=v.name)  # noqa: B009
     fieldmask.apply(v.msg, given, fields)
-    getattr(v.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    getattr(v.msg, "update_time").CopyFrom(ts(utcnow()))  # noqa: B009
     await f.versions(s).save(v)
     if "display_name" in fields:
         await recording.put_node(s, v.name, f.kind, display_name=shown_name(f, v.msg))
@@ -147,10 +148,9 @@ async def set_state(
     """ACTIVE <-> ARCHIVED (ILLEGAL_STATE_TRANSITION otherwise), the node and the parent's latest
     version following; returns the previous state. The caller publishes the event."""
     previous = int(getattr(v.msg, "state"))  # noqa: B009
-    with obeying():
-        versions.transition(state_name(previous), state_name(target), v.name)
+    versions.transition(state_name(previous), state_name(target), v.name)
     setattr(v.msg, "state", target)  # noqa: B010
-    getattr(v.msg, "update_time").CopyFrom(stamp())  # noqa: B009
+    getattr(v.msg, "update_time").CopyFrom(ts(utcnow()))  # noqa: B009
     await f.versions(s).save(v)
     await recording.put_node(s, v.name, f.kind, attributes=f.attributes(v.msg))
     await refresh_parent_of(f, s, v.name)

@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from pai.lineage.v1 import events_pb2, lineage_pb2
 from pai_common.errors import FieldViolation, InvalidArgument, NotFound
 from pai_common.etags import check_etag, etag_of
+from pai_common.wire import ts
 from pai_lineage.app import recording
-from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
+from pai_lineage.app.common import Db, earlier_result, remember
 from pai_lineage.app.datasets import Datasets
 from pai_lineage.app.models import Models
 from pai_lineage.db.store import Store
@@ -56,7 +57,7 @@ def node_message(row: sa.Row[Any], distance: int) -> lineage_pb2.LineageNode:
         attributes={str(k): str(v) for k, v in (row.attributes or {}).items()},
         deleted=row.deleted,
         distance=distance,
-        create_time=stamp(row.create_time),
+        create_time=ts(row.create_time),
     )
 
 
@@ -161,11 +162,10 @@ class Lineage:
         recorder: str,
     ) -> list[lineage_pb2.LineageEdge]:
         for i, e in enumerate(edges):
-            with obeying():
-                graph.check_edge(
-                    e.source, Node.Kind.Name(e.source_kind), Edge.Type.Name(e.type), e.target,
-                    Node.Kind.Name(e.target_kind), parent, i,
-                )  # fmt: skip
+            graph.check_edge(
+                e.source, Node.Kind.Name(e.source_kind), Edge.Type.Name(e.type), e.target,
+                Node.Kind.Name(e.target_kind), parent, i,
+            )  # fmt: skip
         # only EXTERNAL ends of these edges can be described: a pai entity's node belongs to its owner
         external_ends = {e.source for e in edges if e.source_kind == Node.EXTERNAL} | {
             e.target for e in edges if e.target_kind == Node.EXTERNAL
@@ -208,8 +208,7 @@ class Lineage:
                 eid = graph.edge_id(e.source, type_, e.target)
                 existing = await s.edge(ws, eid)
                 if existing is None or existing.deleted:
-                    with obeying():
-                        graph.check_no_cycle(known, e.source, e.target)
+                    graph.check_no_cycle(known, e.source, e.target)
                 when = e.event_time.ToDatetime(dt.UTC) if e.HasField("event_time") else None
                 edge, _ = await recording.record_edge(
                     s, parent, e.source, Node.Kind.Name(e.source_kind), type_, e.target,
@@ -242,7 +241,7 @@ class Lineage:
     async def delete_edge(self, name: str, etag: str) -> None:
         async with self.db.write() as s:
             row = await self._edge(s, name)
-            check_etag(name, etag_of(row.version), etag)
+            check_etag(etag, etag_of(row.version), resource=name)
             edge = recording.edge_message(row)
             await s.update_edge(row.workspace, row.id, deleted=True, version=row.version + 1)
             await s.publish(

@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Callable
 
 from pai.lineage.v1 import events_pb2, model_pb2
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from pai_common.etags import check_etag
+from pai_common.wire import ts
 from pai_lineage.app import artifacts, family, recording
-from pai_lineage.app.common import Db, earlier_result, obeying, remember, stamp
+from pai_lineage.app.common import Db, earlier_result, remember
 from pai_lineage.app.datasets import Datasets, check_same_workspace
 from pai_lineage.db.store import Store, Stored
 from pai_lineage.domain import graph, versions
@@ -114,8 +115,8 @@ class Models:
             task=given.task,
             framework=given.framework,
             creator=creator,
-            create_time=stamp(now),
-            update_time=stamp(now),
+            create_time=ts(now),
+            update_time=ts(now),
         )
         m = Stored(new, 0)
         await s.models.insert(m, now)
@@ -139,7 +140,7 @@ class Models:
     async def delete(self, name: str, etag: str, force: bool) -> None:
         async with self.db.write() as s:
             m = await family.get_parent(MODELS, s, name)
-            check_etag(name, m.msg.etag, etag)
+            check_etag(etag, m.msg.etag, resource=name)
             children = await s.model_versions.under(MODELS.children(s, name))
             if children and not force:
                 raise FailedPrecondition(
@@ -164,13 +165,12 @@ class Models:
     # ---- aliases -------------------------------------------------------------------------------
 
     async def set_alias(self, name: str, alias: str, version_id: str, etag: str) -> model_pb2.Model:
-        with obeying():
-            versions.check_alias(alias)
+        versions.check_alias(alias)
         async with self.db.write() as s:
             m = await s.models.get(name)
             if m is None:
                 raise _not_found(name)
-            check_etag(name, m.msg.etag, etag)
+            check_etag(etag, m.msg.etag, resource=name)
             target = f"{name}/versions/{version_id}"
             v = await s.model_versions.get(target)
             if v is None:
@@ -183,7 +183,7 @@ class Models:
             if previous == version_id:
                 return m.msg
             m.msg.aliases[alias] = version_id
-            m.msg.update_time.CopyFrom(stamp())
+            m.msg.update_time.CopyFrom(ts(utcnow()))
             await s.models.save(m)
             await s.publish(
                 "pai.lineage.model.alias_changed",
@@ -198,11 +198,11 @@ class Models:
             m = await s.models.get(name)
             if m is None:
                 raise _not_found(name)
-            check_etag(name, m.msg.etag, etag)
+            check_etag(etag, m.msg.etag, resource=name)
             if alias not in m.msg.aliases:
                 raise NotFound("ALIAS_NOT_FOUND", f"{name} has no alias {alias!r}", model=name, alias=alias)
             previous = m.msg.aliases.pop(alias)
-            m.msg.update_time.CopyFrom(stamp())
+            m.msg.update_time.CopyFrom(ts(utcnow()))
             await s.models.save(m)
             await s.publish(
                 "pai.lineage.model.alias_changed",
@@ -301,8 +301,8 @@ class Models:
             base_model_version=given.base_model_version,
             state=Version.ACTIVE,
             creator=creator,
-            create_time=stamp(now),
-            update_time=stamp(now),
+            create_time=ts(now),
+            update_time=ts(now),
         )
         if given.HasField("signature"):
             new.signature.CopyFrom(given.signature)
@@ -401,7 +401,7 @@ class Models:
     async def delete_version(self, name: str, etag: str) -> None:
         async with self.db.write() as s:
             v = await family.get_version(MODELS, s, name)
-            check_etag(name, v.msg.etag, etag)
+            check_etag(etag, v.msg.etag, resource=name)
             self._check_no_aliases(await s.models.get(model_of(name)), name)
             await family.drop_version(MODELS, s, v)
             await family.refresh_parent_of(MODELS, s, name)
@@ -411,7 +411,7 @@ class Models:
         state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
         async with self.db.write() as s:
             v = await family.get_version(MODELS, s, name)
-            check_etag(name, v.msg.etag, etag)
+            check_etag(etag, v.msg.etag, resource=name)
             if target == Version.ARCHIVED and v.msg.state == Version.ACTIVE:
                 self._check_no_aliases(await s.models.get(model_of(name)), name)
             previous = await family.set_state(MODELS, s, v, target, state_name)

@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from pai.lineage.v1 import events_pb2, lineage_pb2
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.etags import etag_of
-from pai_lineage.app.common import stamp
+from pai_common.wire import ts
 from pai_lineage.db.store import Store
 from pai_lineage.domain import graph
 
@@ -89,10 +89,10 @@ def edge_message(row: sa.Row[Any]) -> lineage_pb2.LineageEdge:
         target_kind=Node.Kind.Value(row.target_kind),
         type=Edge.Type.Value(row.type),
         attributes=dict(row.attributes or {}),
-        event_time=stamp(row.event_time),
+        event_time=ts(row.event_time),
         origin=Edge.Origin.Value(row.origin),
         recorder=row.recorder,
-        create_time=stamp(row.create_time),
+        create_time=ts(row.create_time),
         etag=etag_of(row.version),
     )
 

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pai.lineage.v1 import dataset_pb2, model_pb2
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import Aborted, FieldViolation, InvalidArgument
 from pai_common.etags import etag_of
 from pai_common.events import Outbox, OutboxEvent

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pai_lineage.domain.refusal import INVALID, PRECONDITION, Refusal
+from pai_common.errors import FailedPrecondition, bad_request
 
 DATASET_VERSION = "DATASET_VERSION"
 JOB = "JOB"
@@ -88,15 +88,11 @@ def check_edge(
         pattern = NAME_PATTERNS.get(kind)
         if pattern is None or not pattern.match(name):
             message = f"{name!r} is not the name of a {kind}"
-            raise Refusal(INVALID, "INVALID_EDGE", message, f"{where}.{end}")
+            raise bad_request(f"{where}.{end}", message, "INVALID_EDGE")
         if kind != EXTERNAL and workspace_of(name) != workspace:
             message = f"{name} is not in {workspace}"
-            raise Refusal(
-                INVALID,
-                "WORKSPACE_MISMATCH",
-                message,
-                f"{where}.{end}",
-                {"resource": name, "workspace": workspace},
+            raise bad_request(
+                f"{where}.{end}", message, "WORKSPACE_MISMATCH", resource=name, workspace=workspace
             )
     sources, targets = ALLOWED[type_]
     if source_kind not in sources or target_kind not in targets:
@@ -104,10 +100,10 @@ def check_edge(
             f"{type_} joins {'/'.join(sorted(sources))} to {'/'.join(sorted(targets))}, "
             f"not {source_kind} to {target_kind}"
         )
-        raise Refusal(INVALID, "INVALID_EDGE", message, f"{where}.type")
+        raise bad_request(f"{where}.type", message, "INVALID_EDGE")
     if source == target:
         message = "an edge cannot join an entity to itself"
-        raise Refusal(INVALID, "INVALID_EDGE", message, f"{where}.target")
+        raise bad_request(f"{where}.target", message, "INVALID_EDGE")
 
 
 def reaches(edges: Iterable[Edge], start: str, goal: str) -> bool:
@@ -131,11 +127,11 @@ def reaches(edges: Iterable[Edge], start: str, goal: str) -> bool:
 def check_no_cycle(edges: Iterable[Edge], source: str, target: str) -> None:
     """Adding source -> target must not close a cycle: `source` may not be downstream of `target`."""
     if reaches(edges, target, source):
-        raise Refusal(
-            PRECONDITION,
+        raise FailedPrecondition(
             "LINEAGE_CYCLE",
             f"{source} is already downstream of {target}; the edge would close a cycle",
-            metadata={"source": source, "target": target},
+            source=source,
+            target=target,
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pai_lineage.domain.refusal import INVALID, PRECONDITION, Refusal
+from pai_common.errors import FailedPrecondition, bad_request
 
 ACTIVE = "ACTIVE"
 ARCHIVED = "ARCHIVED"
@@ -26,11 +26,11 @@ def transition(current: str, target: str, name: str) -> str:
     """Archive (ACTIVE -> ARCHIVED) or unarchive (ARCHIVED -> ACTIVE); the previous state is returned."""
     allowed = {(ACTIVE, ARCHIVED), (ARCHIVED, ACTIVE)}
     if (current, target) not in allowed:
-        raise Refusal(
-            PRECONDITION,
+        raise FailedPrecondition(
             "ILLEGAL_STATE_TRANSITION",
             f"{name} is {current}; it cannot become {target}",
-            metadata={"resource": name, "state": current},
+            resource=name,
+            state=current,
         )
     return current
 
@@ -38,7 +38,7 @@ def transition(current: str, target: str, name: str) -> str:
 def check_alias(alias: str) -> None:
     """`latest` names the newest ACTIVE version and cannot be set."""
     if alias in RESERVED_ALIASES:
-        raise Refusal(INVALID, "ALIAS_RESERVED", f"alias {alias!r} is reserved", "alias", {"alias": alias})
+        raise bad_request("alias", f"alias {alias!r} is reserved", "ALIAS_RESERVED", alias=alias)
 
 
 def check_version_mask(paths: Iterable[str], known: Iterable[str], resource: str) -> set[str]:
@@ -51,11 +51,11 @@ def check_version_mask(paths: Iterable[str], known: Iterable[str], resource: str
     unknown = [p for p in wanted if p not in known_set and p not in VERSION_MUTABLE]
     if unknown:
         message = f"unknown or output-only fields: {', '.join(unknown)}"
-        raise Refusal(INVALID, "INVALID_UPDATE_MASK", message, "update_mask")
+        raise bad_request("update_mask", message, "INVALID_UPDATE_MASK")
     fixed = [p for p in wanted if p not in VERSION_MUTABLE]
     if fixed:
         message = f"{', '.join(fixed)} cannot change once registered; register a new version"
-        raise Refusal(INVALID, "VERSION_IMMUTABLE", message, "update_mask", {"resource": resource})
+        raise bad_request("update_mask", message, "VERSION_IMMUTABLE", resource=resource)
     return set(wanted)
 
 

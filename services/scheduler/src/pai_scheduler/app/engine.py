@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from pai_common.db import utcnow
+from pai_common.clock import utcnow
 from pai_common.errors import (
     Aborted,
     AlreadyExists,
