@@ -1,5 +1,8 @@
 """The unit of work every service uses: one transaction holding its repositories and the outbox.
 
+Repositories work on the ORM session or, for Core statements, on the session's connection: both
+are the same transaction.
+
 A service subclasses `UnitOfWork` to attach its repositories in `opened()`, and builds them with
 `UnitOfWorkFactory(engine, outbox_table, make=TheirUnitOfWork)`.
 """
@@ -31,11 +34,13 @@ class UnitOfWork:
         self._on_commit = on_commit
 
     def opened(self) -> None:
-        """Attach the service's repositories to `self.session` (called on entering)."""
+        """Attach the service's repositories to `self.session` (ORM) or `self.connection` (Core),
+        both in the one transaction (called on entering)."""
 
     async def __aenter__(self: U) -> U:
         self.session = self._sessions()
         await self.session.begin()
+        self.connection = await self.session.connection()
         self.outbox = Outbox(self.session, self._outbox_table)
         self.opened()
         return self
