@@ -33,9 +33,10 @@ from pai_auth.app.workspaces import WorkspaceUseCases
 from pai_auth.db.rows import EVENTS
 from pai_auth.db.uow import UnitOfWorkFactory
 from pai_common import service
+from pai_common.calls import CallInfo
 from pai_common.config import Settings
 from pai_common.grpc_server import GrpcServer, Servicer
-from pai_common.interceptors import CallInfo
+from pai_common.interceptors import CompletionHook
 from pai_common.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -79,55 +80,65 @@ async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator
         admin_key = await bootstrap(uow, bootstrap_key)
 
         audit = AuditUseCases(uow)
-
-        async def record(info: CallInfo) -> None:
-            if not info.mutating or info.rule is None:
-                return
-            await audit.record(
-                principal=info.principal.name,
-                method=info.method,
-                permission=info.rule.permission,
-                resource=info.resource or audit_resource(info.request),
-                result=info.code.name,
-                reason=info.reason,
-                request_id=info.request_id,
-            )
-
         server = GrpcServer(
             settings.listen,
-            [
-                Servicer(
-                    "pai.auth.v1.IdentityService",
-                    IdentityServicer(IdentityUseCases(uow)),
-                    identity_pb2_grpc.add_IdentityServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.auth.v1.WorkspaceService",
-                    WorkspaceServicer(WorkspaceUseCases(uow)),
-                    workspace_pb2_grpc.add_WorkspaceServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.auth.v1.AuthorizationService",
-                    AuthorizationServicer(access),
-                    authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.auth.v1.AuditService",
-                    AuditServicer(audit),
-                    audit_pb2_grpc.add_AuditServiceServicer_to_server,
-                ),
-                Servicer(
-                    "envoy.service.auth.v3.Authorization",
-                    EnvoyAuthorizationServicer(access),
-                    external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
-                ),
-            ],
+            servicers(uow, access, audit),
             domain=DOMAIN,
             authorizer=LocalAuthorizer(access),
-            completion_hooks=[record],
+            completion_hooks=[audit_hook(audit)],
         )
         await relay.start()
         stack.push_async_callback(relay.stop)
         await server.start()
         stack.push_async_callback(server.stop)
         yield AuthApp(settings, server, relay, nc, uow, access, admin_key)
+
+
+def servicers(uow: UnitOfWorkFactory, access: AccessUseCases, audit: AuditUseCases) -> list[Servicer]:
+    """What auth serves: its own four services and Envoy's ext_authz."""
+    return [
+        Servicer(
+            "pai.auth.v1.IdentityService",
+            IdentityServicer(IdentityUseCases(uow)),
+            identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+        ),
+        Servicer(
+            "pai.auth.v1.WorkspaceService",
+            WorkspaceServicer(WorkspaceUseCases(uow)),
+            workspace_pb2_grpc.add_WorkspaceServiceServicer_to_server,
+        ),
+        Servicer(
+            "pai.auth.v1.AuthorizationService",
+            AuthorizationServicer(access),
+            authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server,
+        ),
+        Servicer(
+            "pai.auth.v1.AuditService",
+            AuditServicer(audit),
+            audit_pb2_grpc.add_AuditServiceServicer_to_server,
+        ),
+        Servicer(
+            "envoy.service.auth.v3.Authorization",
+            EnvoyAuthorizationServicer(access),
+            external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
+        ),
+    ]
+
+
+def audit_hook(audit: AuditUseCases) -> CompletionHook:
+    """Every mutating call, and every refusal of one, into the audit trail."""
+
+    async def record(info: CallInfo) -> None:
+        if not info.mutating or info.rule is None:
+            return
+        await audit.record(
+            principal=info.principal.name,
+            method=info.method,
+            permission=info.rule.permission,
+            resource=info.resource or audit_resource(info.request),
+            result=info.code.name,
+            reason=info.reason,
+            request_id=info.request_id,
+        )
+
+    return record

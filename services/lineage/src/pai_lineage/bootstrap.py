@@ -20,12 +20,12 @@ from pai_common.principal import Authorizer
 from pai_common.relay import Relay
 from pai_lineage.api.servicers import DatasetServicer, LineageServicer, ModelRegistryServicer
 from pai_lineage.app.artifacts import Files
-from pai_lineage.app.common import Db
 from pai_lineage.app.datasets import Datasets
 from pai_lineage.app.handlers import SUBJECTS, JobEvents
 from pai_lineage.app.lineage import Lineage
 from pai_lineage.app.models import Models
 from pai_lineage.db.rows import EVENTS, MIGRATIONS
+from pai_lineage.db.uow import UnitOfWorkFactory
 
 DOMAIN = "lineage.pai.dev"
 
@@ -57,10 +57,10 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
     """Start lineage: migrate, serve, follow dlc's job events; stop everything on exit."""
     async with contextlib.AsyncExitStack() as stack:
         base = await service.backbone(stack, settings, MIGRATIONS, EVENTS.outbox)
-        db = Db(base.engine, base.relay.notify)
-        datasets = Datasets(db, files(settings))
-        models = Models(db, datasets)
-        lineage = Lineage(db, datasets, models)
+        uow = UnitOfWorkFactory(base.engine, base.relay.notify)
+        datasets = Datasets(uow, files(settings))
+        models = Models(uow, datasets)
+        lineage = Lineage(uow, datasets)
         job_events = JobEvents(datasets, models)
         consumer = Consumer(
             base.js,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pai_common import pagination
-from pai_common.errors import FieldViolation, InvalidArgument, bad_request
+from pai_common.errors import bad_request
 
 T = TypeVar("T")
 Term = tuple[str, str, str]  # field, operator, value
@@ -125,11 +125,7 @@ def page(
     start = 0
     if after is not None:
         if not all(isinstance(a, str) for a in after):
-            raise InvalidArgument(
-                "INVALID_PAGE_TOKEN",
-                "page_token is malformed",
-                violations=[FieldViolation("page_token", "page_token is malformed")],
-            )
+            raise bad_request("page_token", "page_token is malformed", "INVALID_PAGE_TOKEN")
         start = sum(1 for i in items if (key(i) >= after if descending else key(i) <= after))
     chosen = items[start : start + size]
     token = ""

@@ -13,7 +13,7 @@ import pathlib
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-from pai_common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from pai_common.errors import FailedPrecondition, bad_request
 
 CHUNK = 1 << 20
 
@@ -33,7 +33,7 @@ def local_path(uri: str, field: str) -> pathlib.Path | None:
     path = unquote(parsed.path)
     if parsed.netloc not in ("", "localhost") or not path.startswith("/"):
         message = f"{uri!r} is not an absolute file:// URI (file:///path)"
-        raise InvalidArgument("INVALID_URI", message, violations=[FieldViolation(field, message)], uri=uri)
+        raise bad_request(field, message, "INVALID_URI", uri=uri)
     return pathlib.Path(path)
 
 
@@ -108,7 +108,5 @@ class Files:
             if not any(real.is_relative_to(r) for r in self.roots):
                 allowed = ", ".join(str(r) for r in self.roots)
                 message = f"{uri} is outside the directories lineage may read ({allowed})"
-                raise InvalidArgument(
-                    "INVALID_URI", message, violations=[FieldViolation(field, message)], uri=uri
-                )
+                raise bad_request(field, message, "INVALID_URI", uri=uri)
         return await complete(uri, size_bytes, file_count, checksum, field=field, missing_ok=missing_ok)

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 from pai.lineage.v1 import dataset_pb2, events_pb2
 from pai_common.clock import utcnow
-from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from pai_common.etags import check_etag
+from pai_common.errors import NotFound, bad_request
 from pai_common.wire import ts
 from pai_lineage.app import artifacts, family, recording
-from pai_lineage.app.common import Db, earlier_result, remember
+from pai_lineage.app.idempotency import earlier_result, remember
 from pai_lineage.db.store import Store, Stored
+from pai_lineage.db.uow import UnitOfWorkFactory
 from pai_lineage.domain import graph
 
 Dataset = dataset_pb2.Dataset
@@ -24,22 +24,12 @@ REGISTERED = "pai.lineage.dataset_version.created"
 dataset_of = family.parent_of
 
 
-def _not_found(name: str) -> NotFound:
-    return NotFound("DATASET_NOT_FOUND", f"{name} does not exist", dataset=name)
-
-
-def _version_not_found(name: str) -> NotFound:
-    return NotFound("DATASET_VERSION_NOT_FOUND", f"{name} does not exist", dataset_version=name)
-
-
 def check_same_workspace(other: str, resource: str, field: str) -> None:
     """What a version names (its `source_job`, training datasets, base model) is in the version's own
     workspace: a registration must not reach into, or reveal, another workspace's entities."""
     if other and graph.workspace_of(other) != graph.workspace_of(resource):
         message = f"{other} is not in {graph.workspace_of(resource)}"
-        raise InvalidArgument(
-            "WORKSPACE_MISMATCH", message, violations=[FieldViolation(field, message)], resource=other
-        )
+        raise bad_request(field, message, "WORKSPACE_MISMATCH", resource=other)
 
 
 def node_attributes(v: dataset_pb2.DatasetVersion) -> dict[str, str]:
@@ -50,12 +40,8 @@ DATASETS: family.Family[dataset_pb2.Dataset, dataset_pb2.DatasetVersion] = famil
     parents=lambda s: s.datasets,
     versions=lambda s: s.dataset_versions,
     kind=graph.DATASET_VERSION,
-    parent_not_found=_not_found,
-    version_not_found=_version_not_found,
-    version_exists=lambda name: AlreadyExists(
-        "DATASET_VERSION_ALREADY_EXISTS", f"{name} already exists", dataset_version=name
-    ),
     updated=lambda d: events_pb2.DatasetUpdated(dataset=d),
+    deleted=lambda d: events_pb2.DatasetDeleted(dataset=d),
     version_updated=lambda v: events_pb2.DatasetVersionUpdated(dataset_version=v),
     version_deleted=lambda v: events_pb2.DatasetVersionDeleted(dataset_version=v),
     state_changed=lambda v, previous: events_pb2.DatasetVersionStateChanged(
@@ -70,8 +56,8 @@ DATASETS: family.Family[dataset_pb2.Dataset, dataset_pb2.DatasetVersion] = famil
 class Datasets:
     """Every change in one transaction with its events (and graph nodes and edges)."""
 
-    def __init__(self, db: Db, files: artifacts.Files | None = None) -> None:
-        self.db = db
+    def __init__(self, uow: UnitOfWorkFactory, files: artifacts.Files | None = None) -> None:
+        self._uow = uow
         self.files = files or artifacts.Files()
 
     # ---- datasets ------------------------------------------------------------------------------
@@ -87,12 +73,13 @@ class Datasets:
     ) -> dataset_pb2.Dataset:
         name = f"{parent}/datasets/{dataset_id}"
         facts = await self._facts(initial, "initial_version.uri") if initial is not None else None
-        async with self.db.write() as s:
+        async with self._uow() as uow:
+            s = uow.store
             earlier = await earlier_result(s, request_id, "CreateDataset", name)
             if earlier:
                 return await self._get(s, earlier)
             if await s.datasets.get(name) is not None:
-                raise AlreadyExists("DATASET_ALREADY_EXISTS", f"{name} already exists", dataset=name)
+                raise DATASETS.parent_exists(name)
             now = utcnow()
             new = Dataset(
                 name=name,
@@ -115,45 +102,39 @@ class Datasets:
             if created is not None:
                 await s.publish(REGISTERED, events_pb2.DatasetVersionCreated(dataset_version=created))
             await remember(s, request_id, "CreateDataset", name, name)
+            await uow.commit()
         return ds.msg
 
     async def get(self, name: str) -> dataset_pb2.Dataset:
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             return await self._get(s, name)
 
     async def _get(self, s: Store, name: str) -> dataset_pb2.Dataset:
         return (await family.get_parent(DATASETS, s, name)).msg
 
     async def list_datasets(self, parent: str) -> list[dataset_pb2.Dataset]:
-        async with self.db.read() as s:
-            return [d.msg for d in await s.datasets.under({"workspace": parent.split("/")[1]})]
+        async with self._uow.reading() as s:
+            return await family.list_parents(DATASETS, s, parent)
 
     async def update(self, given: dataset_pb2.Dataset, fields: set[str]) -> dataset_pb2.Dataset:
-        async with self.db.write() as s:
-            return await family.update_parent(DATASETS, s, given, fields)
+        async with self._uow() as uow:
+            updated = await family.update_parent(DATASETS, uow.store, given, fields)
+            await uow.commit()
+        return updated
 
     async def delete(self, name: str, etag: str, force: bool) -> None:
-        async with self.db.write() as s:
-            ds = await family.get_parent(DATASETS, s, name)
-            check_etag(etag, ds.msg.etag, resource=name)
-            children = await s.dataset_versions.under(DATASETS.children(s, name))
-            if children and not force:
-                raise FailedPrecondition(
-                    "DATASET_HAS_VERSIONS",
-                    f"{name} has {len(children)} versions; delete them or set force",
-                    dataset=name,
-                )
+        async with self._uow() as uow:
+            ds, children = await family.parent_to_delete(DATASETS, uow.store, name, etag, force)
             for v in children:
-                await family.drop_version(DATASETS, s, v)
-            await s.datasets.delete(name)
-            await s.publish("pai.lineage.dataset.deleted", events_pb2.DatasetDeleted(dataset=ds.msg))
+                await family.drop_version(DATASETS, uow.store, v)
+            await family.delete_parent(DATASETS, uow.store, ds)
+            await uow.commit()
 
     # ---- versions ------------------------------------------------------------------------------
 
     async def _facts(self, v: dataset_pb2.DatasetVersion, field: str) -> artifacts.Facts:
         if not v.uri:
-            message = "uri is required"
-            raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation(field, message)])
+            raise bad_request(field, "uri is required")
         return await self.files.complete(v.uri, v.size_bytes, v.file_count, v.checksum, field=field)
 
     async def create_version(
@@ -165,20 +146,19 @@ class Datasets:
         creator: str,
     ) -> dataset_pb2.DatasetVersion:
         target = f"{parent}/versions/{version_id}"
-        async with self.db.read() as s:  # fail fast before reading the data
-            if await s.datasets.get(parent) is None:
-                raise _not_found(parent)
+        async with self._uow.reading() as s:  # fail fast before reading the data
+            await family.get_parent(DATASETS, s, parent)
         facts = await self._facts(given, "dataset_version.uri")
-        async with self.db.write() as s:
+        async with self._uow() as uow:
+            s = uow.store
             earlier = await earlier_result(s, request_id, "CreateDatasetVersion", target)
             if earlier:
                 return await self.version_in(s, earlier)
-            ds = await s.datasets.get(parent)
-            if ds is None:
-                raise _not_found(parent)
+            ds = await family.get_parent(DATASETS, s, parent)
             created = await self._add_version(s, ds, version_id, given, creator, facts)
             await s.publish(REGISTERED, events_pb2.DatasetVersionCreated(dataset_version=created))
             await remember(s, request_id, "CreateDatasetVersion", target, created.name)
+            await uow.commit()
         return created
 
     async def _add_version(
@@ -220,7 +200,7 @@ class Datasets:
         return stored.msg
 
     async def get_version(self, name: str) -> dataset_pb2.DatasetVersion:
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             return await self.version_in(s, name)
 
     async def version_in(self, s: Store, name: str) -> dataset_pb2.DatasetVersion:
@@ -236,10 +216,7 @@ class Datasets:
                     dataset_version=name,
                 )
             name = ds.msg.latest_version
-        found = await s.dataset_versions.get(name)
-        if found is None:
-            raise _version_not_found(name)
-        return found
+        return await family.get_version(DATASETS, s, name)
 
     async def exists(self, s: Store, name: str) -> bool:
         try:
@@ -249,34 +226,34 @@ class Datasets:
         return True
 
     async def list_versions(self, parent: str) -> list[dataset_pb2.DatasetVersion]:
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             await family.get_parent(DATASETS, s, parent)
-            rows = await s.dataset_versions.under(DATASETS.children(s, parent), newest_first=True)
-            return [v.msg for v in rows]
+            return [v.msg for v in await family.versions_of(DATASETS, s, parent)]
 
     async def update_version(
         self, given: dataset_pb2.DatasetVersion, fields: set[str]
     ) -> dataset_pb2.DatasetVersion:
-        async with self.db.write() as s:
-            v = await family.update_version(DATASETS, s, given, fields)
-            await s.publish(family.event_of(DATASETS, "updated"), DATASETS.version_updated(v.msg))
+        async with self._uow() as uow:
+            v = await family.update_version(DATASETS, uow.store, given, fields)
+            await uow.store.publish(family.event_of(DATASETS, "updated"), DATASETS.version_updated(v.msg))
+            await uow.commit()
         return v.msg
 
     async def delete_version(self, name: str, etag: str) -> None:
-        async with self.db.write() as s:
-            v = await family.get_version(DATASETS, s, name)
-            check_etag(etag, v.msg.etag, resource=name)
-            await family.drop_version(DATASETS, s, v)
-            await family.refresh_parent_of(DATASETS, s, name)
+        async with self._uow() as uow:
+            v = await family.version_to_change(DATASETS, uow.store, name, etag)
+            await family.drop_version(DATASETS, uow.store, v)
+            await family.refresh_parent_of(DATASETS, uow.store, name)
+            await uow.commit()
 
     async def change_state(self, name: str, etag: str, target: int) -> dataset_pb2.DatasetVersion:
         """Archive or unarchive."""
         state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
-        async with self.db.write() as s:
-            v = await family.get_version(DATASETS, s, name)
-            check_etag(etag, v.msg.etag, resource=name)
-            previous = await family.set_state(DATASETS, s, v, target, state_name)
-            await s.publish(
+        async with self._uow() as uow:
+            v = await family.version_to_change(DATASETS, uow.store, name, etag)
+            previous = await family.set_state(DATASETS, uow.store, v, target, state_name)
+            await uow.store.publish(
                 family.event_of(DATASETS, "state_changed"), DATASETS.state_changed(v.msg, previous)
             )
+            await uow.commit()
         return v.msg

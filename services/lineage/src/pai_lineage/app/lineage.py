@@ -6,19 +6,16 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import sqlalchemy as sa
 
 from pai.lineage.v1 import events_pb2, lineage_pb2
-from pai_common.errors import FieldViolation, InvalidArgument, NotFound
+from pai_common.errors import NotFound, bad_request
 from pai_common.etags import check_etag, etag_of
 from pai_common.wire import ts
-from pai_lineage.app import recording
-from pai_lineage.app.common import Db, earlier_result, remember
+from pai_lineage.app import aliases, recording
 from pai_lineage.app.datasets import Datasets
-from pai_lineage.app.models import Models
-from pai_lineage.db.store import Store
+from pai_lineage.app.idempotency import earlier_result, remember
+from pai_lineage.db.store import EdgeRecord, NodeRecord, Store
+from pai_lineage.db.uow import UnitOfWorkFactory
 from pai_lineage.domain import graph
 
 Node = lineage_pb2.LineageNode
@@ -49,7 +46,7 @@ def direction_name(value: int) -> str:
     return _DIRECTIONS.get(value, graph.BOTH)
 
 
-def node_message(row: sa.Row[Any], distance: int) -> lineage_pb2.LineageNode:
+def node_message(row: NodeRecord, distance: int) -> lineage_pb2.LineageNode:
     return Node(
         name=row.name,
         kind=Node.Kind.Value(row.kind),
@@ -62,20 +59,16 @@ def node_message(row: sa.Row[Any], distance: int) -> lineage_pb2.LineageNode:
 
 
 class Lineage:
-    def __init__(self, db: Db, datasets: Datasets, models: Models) -> None:
-        self.db = db
+    def __init__(self, uow: UnitOfWorkFactory, datasets: Datasets) -> None:
+        self._uow = uow
         self.datasets = datasets
-        self.models = models
 
     async def _start(self, s: Store, parent: str, entity: str) -> str:
         """The node a query starts at: aliases and `@latest` resolved, a dataset or model standing for
         its latest version."""
         ws = graph.workspace_of(entity)
         if ws is not None and ws != parent:
-            message = f"{entity} is not in {parent}"
-            raise InvalidArgument(
-                "WORKSPACE_MISMATCH", message, violations=[FieldViolation("entity", message)], entity=entity
-            )
+            raise bad_request("entity", f"{entity} is not in {parent}", "WORKSPACE_MISMATCH", entity=entity)
         name = entity
         if _DATASET.match(entity) or _MODEL.match(entity):
             name = f"{entity}/versions/@latest"
@@ -83,7 +76,7 @@ class Lineage:
             if "/datasets/" in name and name.endswith("/versions/@latest"):
                 name = (await self.datasets.version_in(s, name)).name
             elif "/models/" in name and "/versions/@" in name:
-                name = await self.models.resolve(s, name)
+                name = await aliases.resolve(s, name)
         except NotFound as error:
             raise NotFound(
                 "LINEAGE_NODE_NOT_FOUND", f"lineage knows no entity {entity}: {error.message}", entity=entity
@@ -96,13 +89,13 @@ class Lineage:
         depth = max_depth or DEFAULT_DEPTH
         limit = max_nodes or DEFAULT_NODES
         ws = parent.split("/")[1]
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             start = await self._start(s, parent, entity)
             # read the edges the walk follows (only its own direction: a dataset's thousand other
             # consumers are not a model's upstream), one hop further than it goes, so that it can
             # tell whether it was cut short
             way = direction_name(direction)
-            rows: dict[str, sa.Row[Any]] = {}
+            rows: dict[str, EdgeRecord] = {}
             cut = False  # far more nodes than the limit: the walk is cut short whatever else is there
             for into in {graph.UPSTREAM: [True], graph.DOWNSTREAM: [False]}.get(way, [True, False]):
                 frontier, seen = {start}, {start}
@@ -128,7 +121,7 @@ class Lineage:
                 limit,
             )
             names = list(walked.distances)
-            found: dict[str, sa.Row[Any]] = {}
+            found: dict[str, NodeRecord] = {}
             by_ws: dict[str, list[str]] = {}
             for n in names:
                 by_ws.setdefault(recording.node_workspace(n, parent), []).append(n)
@@ -161,69 +154,54 @@ class Lineage:
         request_id: str,
         recorder: str,
     ) -> list[lineage_pb2.LineageEdge]:
-        for i, e in enumerate(edges):
-            graph.check_edge(
-                e.source, Node.Kind.Name(e.source_kind), Edge.Type.Name(e.type), e.target,
-                Node.Kind.Name(e.target_kind), parent, i,
-            )  # fmt: skip
-        # only EXTERNAL ends of these edges can be described: a pai entity's node belongs to its owner
-        external_ends = {e.source for e in edges if e.source_kind == Node.EXTERNAL} | {
-            e.target for e in edges if e.target_kind == Node.EXTERNAL
-        }
-        for i, n in enumerate(nodes):
-            if n.kind != Node.EXTERNAL:
-                message = (
-                    "only EXTERNAL entities can be described here; pai entities take theirs from their owners"
-                )
-                raise InvalidArgument(
-                    "INVALID_ARGUMENT", message, violations=[FieldViolation(f"nodes[{i}].kind", message)]
-                )
-            if n.name not in external_ends or graph.workspace_of(n.name) is not None:
-                message = f"{n.name!r} is not the EXTERNAL end of an edge in this request"
-                raise InvalidArgument(
-                    "INVALID_ARGUMENT", message, violations=[FieldViolation(f"nodes[{i}].name", message)]
-                )
+        check_record(parent, edges, nodes)
         ids = ",".join(graph.edge_id(e.source, Edge.Type.Name(e.type), e.target) for e in edges)
         # what the request asked for, kept short whatever the number of edges (up to 100)
         target = f"{parent}:{hashlib.sha256(ids.encode()).hexdigest()}"
         ws = parent.split("/")[1]
-        async with self.db.write() as s:
+        async with self._uow() as uow:
+            s = uow.store
             earlier = await earlier_result(s, request_id, "RecordLineage", target)
             if earlier:
-                out = []
-                for eid in earlier.split(","):
-                    row = await s.edge(ws, eid)
-                    if row is not None:
-                        out.append(recording.edge_message(row))
-                return out
-            known = [graph.Edge(r.id, r.source, r.target, r.type) for r in await s.live_edges(ws)]
+                rows = [await s.edge(ws, eid) for eid in earlier.split(",")]
+                return [recording.edge_message(r) for r in rows if r is not None]
             for n in nodes:
                 await recording.put_node(
                     s, n.name, graph.EXTERNAL, context=parent, display_name=n.display_name or n.name,
                     attributes=dict(n.attributes),
                 )  # fmt: skip
-            out = []
-            for e in edges:
-                type_ = Edge.Type.Name(e.type)
-                eid = graph.edge_id(e.source, type_, e.target)
-                existing = await s.edge(ws, eid)
-                if existing is None or existing.deleted:
-                    graph.check_no_cycle(known, e.source, e.target)
-                when = e.event_time.ToDatetime(dt.UTC) if e.HasField("event_time") else None
-                edge, _ = await recording.record_edge(
-                    s, parent, e.source, Node.Kind.Name(e.source_kind), type_, e.target,
-                    Node.Kind.Name(e.target_kind), origin=recording.API, recorder=recorder,
-                    attributes=dict(e.attributes), event_time=when,
-                )  # fmt: skip
-                known.append(graph.Edge(eid, e.source, e.target, type_))
-                out.append(edge)
+            out = await self._record_edges(s, parent, edges, recorder)
             await remember(
                 s, request_id, "RecordLineage", target,
                 ",".join(e.name.rsplit("/", 1)[1] for e in out),
             )  # fmt: skip
+            await uow.commit()
         return out
 
-    async def _edge(self, s: Store, name: str) -> sa.Row[Any]:
+    async def _record_edges(
+        self, s: Store, parent: str, edges: list[lineage_pb2.LineageEdge], recorder: str
+    ) -> list[lineage_pb2.LineageEdge]:
+        """Each edge in turn, none closing a cycle with the workspace's live edges or those before it."""
+        ws = parent.split("/")[1]
+        known = [graph.Edge(r.id, r.source, r.target, r.type) for r in await s.live_edges(ws)]
+        out = []
+        for e in edges:
+            type_ = Edge.Type.Name(e.type)
+            eid = graph.edge_id(e.source, type_, e.target)
+            existing = await s.edge(ws, eid)
+            if existing is None or existing.deleted:
+                graph.check_no_cycle(known, e.source, e.target)
+            when = e.event_time.ToDatetime(dt.UTC) if e.HasField("event_time") else None
+            edge, _ = await recording.record_edge(
+                s, parent, e.source, Node.Kind.Name(e.source_kind), type_, e.target,
+                Node.Kind.Name(e.target_kind), origin=recording.API, recorder=recorder,
+                attributes=dict(e.attributes), event_time=when,
+            )  # fmt: skip
+            known.append(graph.Edge(eid, e.source, e.target, type_))
+            out.append(edge)
+        return out
+
+    async def _edge(self, s: Store, name: str) -> EdgeRecord:
         parts = name.split("/")
         row = await s.edge(parts[1], parts[3])
         if row is None or row.deleted:
@@ -231,19 +209,45 @@ class Lineage:
         return row
 
     async def get_edge(self, name: str) -> lineage_pb2.LineageEdge:
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             return recording.edge_message(await self._edge(s, name))
 
     async def list_edges(self, parent: str) -> list[lineage_pb2.LineageEdge]:
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             return [recording.edge_message(r) for r in await s.live_edges(parent.split("/")[1])]
 
     async def delete_edge(self, name: str, etag: str) -> None:
-        async with self.db.write() as s:
-            row = await self._edge(s, name)
+        async with self._uow() as uow:
+            row = await self._edge(uow.store, name)
             check_etag(etag, etag_of(row.version), resource=name)
             edge = recording.edge_message(row)
-            await s.update_edge(row.workspace, row.id, deleted=True, version=row.version + 1)
-            await s.publish(
+            await uow.store.update_edge(row.workspace, row.id, deleted=True, version=row.version + 1)
+            await uow.store.publish(
                 "pai.lineage.lineage_edge.deleted", events_pb2.LineageEdgeDeleted(lineage_edge=edge)
+            )
+            await uow.commit()
+
+
+def check_record(
+    parent: str, edges: list[lineage_pb2.LineageEdge], nodes: list[lineage_pb2.LineageNode]
+) -> None:
+    """A RecordLineage request: each edge as `graph.check_edge` wants it, and only the EXTERNAL ends
+    of those edges described (a pai entity's node belongs to its owner)."""
+    for i, e in enumerate(edges):
+        graph.check_edge(
+            e.source, Node.Kind.Name(e.source_kind), Edge.Type.Name(e.type), e.target,
+            Node.Kind.Name(e.target_kind), parent, i,
+        )  # fmt: skip
+    external_ends = {e.source for e in edges if e.source_kind == Node.EXTERNAL} | {
+        e.target for e in edges if e.target_kind == Node.EXTERNAL
+    }
+    for i, n in enumerate(nodes):
+        if n.kind != Node.EXTERNAL:
+            message = (
+                "only EXTERNAL entities can be described here; pai entities take theirs from their owners"
+            )
+            raise bad_request(f"nodes[{i}].kind", message)
+        if n.name not in external_ends or graph.workspace_of(n.name) is not None:
+            raise bad_request(
+                f"nodes[{i}].name", f"{n.name!r} is not the EXTERNAL end of an edge in this request"
             )

@@ -7,30 +7,19 @@ from collections.abc import Callable
 
 from pai.lineage.v1 import events_pb2, model_pb2
 from pai_common.clock import utcnow
-from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from pai_common.etags import check_etag
+from pai_common.errors import NotFound, bad_request
 from pai_common.wire import ts
-from pai_lineage.app import artifacts, family, recording
-from pai_lineage.app.common import Db, earlier_result, remember
+from pai_lineage.app import aliases, artifacts, family, recording
 from pai_lineage.app.datasets import Datasets, check_same_workspace
+from pai_lineage.app.idempotency import earlier_result, remember
 from pai_lineage.db.store import Store, Stored
+from pai_lineage.db.uow import UnitOfWorkFactory
 from pai_lineage.domain import graph, versions
 
 Model = model_pb2.Model
 Version = model_pb2.ModelVersion
 MODEL_FIELDS = ("display_name", "description", "labels", "task", "framework")
 REGISTERED = "pai.lineage.model_version.created"
-
-
-model_of = family.parent_of
-
-
-def _not_found(name: str) -> NotFound:
-    return NotFound("MODEL_NOT_FOUND", f"{name} does not exist", model=name)
-
-
-def _version_not_found(name: str) -> NotFound:
-    return NotFound("MODEL_VERSION_NOT_FOUND", f"{name} does not exist", model_version=name)
 
 
 def node_attributes(v: model_pb2.ModelVersion) -> dict[str, str]:
@@ -48,12 +37,8 @@ MODELS: family.Family[model_pb2.Model, model_pb2.ModelVersion] = family.Family(
     parents=lambda s: s.models,
     versions=lambda s: s.model_versions,
     kind=graph.MODEL_VERSION,
-    parent_not_found=_not_found,
-    version_not_found=_version_not_found,
-    version_exists=lambda name: AlreadyExists(
-        "MODEL_VERSION_ALREADY_EXISTS", f"{name} already exists", model_version=name
-    ),
     updated=lambda m: events_pb2.ModelUpdated(model=m),
+    deleted=lambda m: events_pb2.ModelDeleted(model=m),
     version_updated=lambda v: events_pb2.ModelVersionUpdated(model_version=v),
     version_deleted=lambda v: events_pb2.ModelVersionDeleted(model_version=v),
     state_changed=lambda v, previous: events_pb2.ModelVersionStateChanged(
@@ -68,8 +53,8 @@ MODELS: family.Family[model_pb2.Model, model_pb2.ModelVersion] = family.Family(
 class Models:
     """Every change in one transaction with its events (and graph nodes and edges)."""
 
-    def __init__(self, db: Db, datasets: Datasets) -> None:
-        self.db = db
+    def __init__(self, uow: UnitOfWorkFactory, datasets: Datasets) -> None:
+        self._uow = uow
         self.datasets = datasets
         self.files = datasets.files
 
@@ -86,7 +71,8 @@ class Models:
     ) -> model_pb2.Model:
         name = f"{parent}/models/{model_id}"
         facts = await self.facts(initial, "initial_version.artifact_uri") if initial is not None else None
-        async with self.db.write() as s:
+        async with self._uow() as uow:
+            s = uow.store
             earlier = await earlier_result(s, request_id, "CreateModel", name)
             if earlier:
                 return await self._get(s, earlier)
@@ -98,13 +84,14 @@ class Models:
             if created is not None:
                 await s.publish(REGISTERED, events_pb2.ModelVersionCreated(model_version=created))
             await remember(s, request_id, "CreateModel", name, name)
+            await uow.commit()
         return m.msg
 
     async def insert_model(
         self, s: Store, name: str, given: model_pb2.Model, creator: str
     ) -> Stored[model_pb2.Model]:
         if await s.models.get(name) is not None:
-            raise AlreadyExists("MODEL_ALREADY_EXISTS", f"{name} already exists", model=name)
+            raise MODELS.parent_exists(name)
         now = utcnow()
         new = Model(
             name=name,
@@ -123,92 +110,51 @@ class Models:
         return m
 
     async def get(self, name: str) -> model_pb2.Model:
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             return await self._get(s, name)
 
     async def _get(self, s: Store, name: str) -> model_pb2.Model:
         return (await family.get_parent(MODELS, s, name)).msg
 
     async def list_models(self, parent: str) -> list[model_pb2.Model]:
-        async with self.db.read() as s:
-            return [m.msg for m in await s.models.under({"workspace": parent.split("/")[1]})]
+        async with self._uow.reading() as s:
+            return await family.list_parents(MODELS, s, parent)
 
     async def update(self, given: model_pb2.Model, fields: set[str]) -> model_pb2.Model:
-        async with self.db.write() as s:
-            return await family.update_parent(MODELS, s, given, fields)
+        async with self._uow() as uow:
+            updated = await family.update_parent(MODELS, uow.store, given, fields)
+            await uow.commit()
+        return updated
 
     async def delete(self, name: str, etag: str, force: bool) -> None:
-        async with self.db.write() as s:
-            m = await family.get_parent(MODELS, s, name)
-            check_etag(etag, m.msg.etag, resource=name)
-            children = await s.model_versions.under(MODELS.children(s, name))
-            if children and not force:
-                raise FailedPrecondition(
-                    "MODEL_HAS_VERSIONS",
-                    f"{name} has {len(children)} versions; delete them or set force",
-                    model=name,
-                )
+        async with self._uow() as uow:
+            s = uow.store
+            m, children = await family.parent_to_delete(MODELS, s, name, etag, force)
             gone = dict(m.msg.aliases)
             for v in children:  # the versions as they were, aliases included
-                await self._with_aliases(s, v.msg)
+                await aliases.with_aliases(s, v.msg)
                 await family.drop_version(MODELS, s, v)
             # a service following an alias learns that it is gone, as from DeleteModelAlias
             m.msg.aliases.clear()
             for alias, previous in sorted(gone.items()):
-                await s.publish(
-                    "pai.lineage.model.alias_changed",
-                    events_pb2.ModelAliasChanged(model=m.msg, alias=alias, previous_version_id=previous),
-                )
-            await s.models.delete(name)
-            await s.publish("pai.lineage.model.deleted", events_pb2.ModelDeleted(model=m.msg))
+                await aliases.announce(s, m.msg, alias, "", previous)
+            await family.delete_parent(MODELS, s, m)
+            await uow.commit()
 
     # ---- aliases -------------------------------------------------------------------------------
 
     async def set_alias(self, name: str, alias: str, version_id: str, etag: str) -> model_pb2.Model:
         versions.check_alias(alias)
-        async with self.db.write() as s:
-            m = await s.models.get(name)
-            if m is None:
-                raise _not_found(name)
-            check_etag(etag, m.msg.etag, resource=name)
-            target = f"{name}/versions/{version_id}"
-            v = await s.model_versions.get(target)
-            if v is None:
-                raise _version_not_found(target)
-            if v.msg.state != Version.ACTIVE:
-                raise FailedPrecondition(
-                    "VERSION_ARCHIVED", f"{target} is ARCHIVED; unarchive it first", model_version=target
-                )
-            previous = m.msg.aliases.get(alias, "")
-            if previous == version_id:
-                return m.msg
-            m.msg.aliases[alias] = version_id
-            m.msg.update_time.CopyFrom(ts(utcnow()))
-            await s.models.save(m)
-            await s.publish(
-                "pai.lineage.model.alias_changed",
-                events_pb2.ModelAliasChanged(
-                    model=m.msg, alias=alias, version_id=version_id, previous_version_id=previous
-                ),
-            )
-        return m.msg
+        async with self._uow() as uow:
+            m = await aliases.set_alias(uow.store, name, alias, version_id, etag)
+            await uow.commit()
+        return m
 
     async def delete_alias(self, name: str, alias: str, etag: str) -> model_pb2.Model:
-        async with self.db.write() as s:
-            m = await s.models.get(name)
-            if m is None:
-                raise _not_found(name)
-            check_etag(etag, m.msg.etag, resource=name)
-            if alias not in m.msg.aliases:
-                raise NotFound("ALIAS_NOT_FOUND", f"{name} has no alias {alias!r}", model=name, alias=alias)
-            previous = m.msg.aliases.pop(alias)
-            m.msg.update_time.CopyFrom(ts(utcnow()))
-            await s.models.save(m)
-            await s.publish(
-                "pai.lineage.model.alias_changed",
-                events_pb2.ModelAliasChanged(model=m.msg, alias=alias, previous_version_id=previous),
-            )
-        return m.msg
+        async with self._uow() as uow:
+            m = await aliases.delete_alias(uow.store, name, alias, etag)
+            await uow.commit()
+        return m
 
     # ---- versions ------------------------------------------------------------------------------
 
@@ -216,8 +162,7 @@ class Models:
         self, v: model_pb2.ModelVersion, field: str, *, missing_ok: bool = False
     ) -> artifacts.Facts:
         if not v.artifact_uri:
-            message = "artifact_uri is required"
-            raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation(field, message)])
+            raise bad_request(field, "artifact_uri is required")
         return await self.files.complete(
             v.artifact_uri, v.size_bytes, 0, v.checksum, field=field, missing_ok=missing_ok
         )
@@ -230,12 +175,13 @@ class Models:
         request_id: str,
         creator: str,
     ) -> model_pb2.ModelVersion:
-        async with self.db.read() as s:  # fail fast before reading the artifact
-            if await s.models.get(parent) is None:
-                raise _not_found(parent)
+        async with self._uow.reading() as s:  # fail fast before reading the artifact
+            await family.get_parent(MODELS, s, parent)
         facts = await self.facts(given, "model_version.artifact_uri")
-        async with self.db.write() as s:
-            return await self.register(s, parent, version_id, given, request_id, creator, facts)
+        async with self._uow() as uow:
+            created = await self.register(uow.store, parent, version_id, given, request_id, creator, facts)
+            await uow.commit()
+        return created
 
     async def register(
         self,
@@ -252,9 +198,7 @@ class Models:
         earlier = await earlier_result(s, request_id, "CreateModelVersion", target)
         if earlier:
             return await self._get_version(s, earlier)
-        m = await s.models.get(parent)
-        if m is None:
-            raise _not_found(parent)
+        m = await family.get_parent(MODELS, s, parent)
         created = await self._add_version(s, m, version_id, given, creator, facts)
         await s.publish(REGISTERED, events_pb2.ModelVersionCreated(model_version=created))
         await remember(s, request_id, "CreateModelVersion", target, created.name)
@@ -279,8 +223,8 @@ class Models:
                     f"training_datasets[{i}]: {ds} does not exist",
                     dataset_version=ds,
                 )
-        if given.base_model_version and await s.model_versions.get(given.base_model_version) is None:
-            raise _version_not_found(given.base_model_version)
+        if given.base_model_version:
+            await family.get_version(MODELS, s, given.base_model_version)
         name = await family.new_version_name(MODELS, s, m.name, version_id)
         now = utcnow()
         new = Version(
@@ -332,89 +276,44 @@ class Models:
             await edge(v.base_model_version, mv, graph.DERIVED_INTO, v.name, mv)
 
     async def get_version(self, name: str) -> model_pb2.ModelVersion:
-        async with self.db.read() as s:
+        async with self._uow.reading() as s:
             return await self._get_version(s, name)
 
-    async def resolve(self, s: Store, name: str) -> str:
-        """The canonical name of `.../versions/{id}`, `@latest` or `@{alias}`."""
-        model, _, ref = name.rpartition("/versions/")
-        if not ref.startswith("@"):
-            return name
-        m = await s.models.get(model)
-        if ref == "@latest":
-            if m is None or not m.msg.latest_version:
-                raise NotFound(
-                    "MODEL_VERSION_NOT_FOUND", f"{model} has no ACTIVE version", model_version=name
-                )
-            return m.msg.latest_version
-        if m is None:
-            raise _not_found(model)
-        alias = ref[1:]
-        if alias not in m.msg.aliases:
-            raise NotFound("ALIAS_NOT_FOUND", f"{model} has no alias {alias!r}", model=model, alias=alias)
-        return f"{model}/versions/{m.msg.aliases[alias]}"
-
     async def _get_version(self, s: Store, name: str) -> model_pb2.ModelVersion:
-        canonical = await self.resolve(s, name)
-        found = await s.model_versions.get(canonical)
-        if found is None:
-            raise _version_not_found(canonical)
-        return await self._with_aliases(s, found.msg)
-
-    async def _with_aliases(self, s: Store, v: model_pb2.ModelVersion) -> model_pb2.ModelVersion:
-        m = await s.models.get(model_of(v.name))
-        del v.aliases[:]
-        if m is not None:
-            v.aliases.extend(versions.aliases_of(dict(m.msg.aliases), v.name.rsplit("/", 1)[1]))
-        return v
+        found = await family.get_version(MODELS, s, await aliases.resolve(s, name))
+        return await aliases.with_aliases(s, found.msg)
 
     async def list_versions(self, parent: str) -> list[model_pb2.ModelVersion]:
-        async with self.db.read() as s:
-            m = await s.models.get(parent)
-            if m is None:
-                raise _not_found(parent)
-            out = []
-            for v in await s.model_versions.under(MODELS.children(s, parent), newest_first=True):
-                v.msg.aliases.extend(versions.aliases_of(dict(m.msg.aliases), v.name.rsplit("/", 1)[1]))
-                out.append(v.msg)
-            return out
+        async with self._uow.reading() as s:
+            m = await family.get_parent(MODELS, s, parent)
+            return [aliases.shown(m.msg, v.msg) for v in await family.versions_of(MODELS, s, parent)]
 
     async def update_version(self, given: model_pb2.ModelVersion, fields: set[str]) -> model_pb2.ModelVersion:
-        async with self.db.write() as s:
-            v = await family.update_version(MODELS, s, given, fields)
-            await self._with_aliases(s, v.msg)
-            await s.publish(family.event_of(MODELS, "updated"), MODELS.version_updated(v.msg))
+        async with self._uow() as uow:
+            v = await family.update_version(MODELS, uow.store, given, fields)
+            await aliases.with_aliases(uow.store, v.msg)
+            await uow.store.publish(family.event_of(MODELS, "updated"), MODELS.version_updated(v.msg))
+            await uow.commit()
         return v.msg
 
-    def _check_no_aliases(self, m: Stored[model_pb2.Model] | None, name: str) -> None:
-        if m is None:
-            return
-        held = versions.aliases_of(dict(m.msg.aliases), name.rsplit("/", 1)[1])
-        if held:
-            raise FailedPrecondition(
-                "VERSION_HAS_ALIASES",
-                f"{name} is {', '.join('@' + a for a in held)}; move or delete the aliases first",
-                model_version=name,
-                aliases=",".join(held),
-            )
-
     async def delete_version(self, name: str, etag: str) -> None:
-        async with self.db.write() as s:
-            v = await family.get_version(MODELS, s, name)
-            check_etag(etag, v.msg.etag, resource=name)
-            self._check_no_aliases(await s.models.get(model_of(name)), name)
-            await family.drop_version(MODELS, s, v)
-            await family.refresh_parent_of(MODELS, s, name)
+        async with self._uow() as uow:
+            v = await family.version_to_change(MODELS, uow.store, name, etag)
+            await aliases.check_none_at(uow.store, name)
+            await family.drop_version(MODELS, uow.store, v)
+            await family.refresh_parent_of(MODELS, uow.store, name)
+            await uow.commit()
 
     async def change_state(self, name: str, etag: str, target: int) -> model_pb2.ModelVersion:
         """Archive (refused while an alias points at the version) or unarchive."""
         state_name: Callable[[int], str] = Version.State.Name  # type: ignore[assignment]
-        async with self.db.write() as s:
-            v = await family.get_version(MODELS, s, name)
-            check_etag(etag, v.msg.etag, resource=name)
+        async with self._uow() as uow:
+            s = uow.store
+            v = await family.version_to_change(MODELS, s, name, etag)
             if target == Version.ARCHIVED and v.msg.state == Version.ACTIVE:
-                self._check_no_aliases(await s.models.get(model_of(name)), name)
+                await aliases.check_none_at(s, name)
             previous = await family.set_state(MODELS, s, v, target, state_name)
-            await self._with_aliases(s, v.msg)
+            await aliases.with_aliases(s, v.msg)
             await s.publish(family.event_of(MODELS, "state_changed"), MODELS.state_changed(v.msg, previous))
+            await uow.commit()
         return v.msg

@@ -12,13 +12,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
-
 from pai.lineage.v1 import events_pb2, lineage_pb2
 from pai_common.clock import utcnow
 from pai_common.etags import etag_of
 from pai_common.wire import ts
-from pai_lineage.db.store import Store
+from pai_lineage.db.store import EdgeRecord, Store
 from pai_lineage.domain import graph
 
 Edge = lineage_pb2.LineageEdge
@@ -79,7 +77,7 @@ async def mark_deleted(store: Store, name: str, kind: str) -> None:
     await put_node(store, name, kind, deleted=True)
 
 
-def edge_message(row: sa.Row[Any]) -> lineage_pb2.LineageEdge:
+def edge_message(row: EdgeRecord) -> lineage_pb2.LineageEdge:
     return Edge(
         name=f"workspaces/{row.workspace}/lineageEdges/{row.id}",
         uid=row.uid,

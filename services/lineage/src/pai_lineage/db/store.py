@@ -1,8 +1,8 @@
 """lineage's store, on one connection inside the caller's transaction.
 
-Everything goes through a plain `AsyncConnection`, so the API and the event handlers (whose handler
-gets the inbox transaction's connection) write the same way, each change in the same transaction as
-the events it causes.
+Everything goes through a plain `AsyncConnection`, so the use cases (on their unit of work's
+connection) and the event handlers (on the inbox transaction's connection) write the same way, each
+change in the same transaction as the events it causes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pai.lineage.v1 import dataset_pb2, model_pb2
 from pai_common.clock import utcnow
-from pai_common.errors import Aborted, FieldViolation, InvalidArgument
+from pai_common.errors import Aborted, bad_request
 from pai_common.etags import etag_of
 from pai_common.events import Outbox, OutboxEvent
 from pai_lineage.db.rows import (
@@ -82,8 +82,7 @@ class Records(Generic[M]):
         parts = name.split("/")
         if tuple(parts[0::2]) != self.collections or not all(_ID.match(p) for p in parts[1::2]):
             pattern = "/".join(f"{c}/{{{k}}}" for c, k in zip(self.collections, self.keys, strict=True))
-            message = f"{name!r} is not a name of the form {pattern}"
-            raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation("name", message)])
+            raise bad_request("name", f"{name!r} is not a name of the form {pattern}")
         return dict(zip(self.keys, parts[1::2], strict=True))
 
     def _where(self, key: dict[str, str]) -> Any:
@@ -156,12 +155,49 @@ class EarlierRequest:
     result: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class NodeRecord:
+    """A graph node as stored (`lineage_nodes`)."""
+
+    workspace: str
+    name: str
+    kind: str
+    display_name: str
+    attributes: dict[str, Any]
+    deleted: bool
+    observed_time: dt.datetime | None  # the owner's update_time of the last snapshot applied
+    create_time: dt.datetime
+    update_time: dt.datetime
+
+
+@dataclass(frozen=True)
+class EdgeRecord:
+    """A graph edge as stored (`lineage_edges`), a deleted one kept as a tombstone."""
+
+    workspace: str
+    id: str
+    uid: str
+    source: str
+    source_kind: str
+    target: str
+    target_kind: str
+    type: str
+    attributes: dict[str, Any]
+    event_time: dt.datetime
+    origin: str
+    recorder: str
+    deleted: bool
+    create_time: dt.datetime
+    version: int
+
+
 class Store:
     """All of lineage's tables on one connection, and the outbox beside them."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, outbox: Outbox | None = None) -> None:
         self.conn = conn
-        self.outbox = Outbox(conn, EVENTS.outbox)
+        # a unit of work hands in its own outbox, so that its commit knows to wake the relay
+        self.outbox = outbox if outbox is not None else Outbox(conn, EVENTS.outbox)
         ds, dv = ("workspaces", "datasets"), ("workspaces", "datasets", "versions")
         ms, mv = ("workspaces", "models"), ("workspaces", "models", "versions")
         self.datasets = Records(conn, DATASETS, dataset_pb2.Dataset, ("workspace", "id"), ds)
@@ -195,15 +231,16 @@ class Store:
 
     # ---- graph -----------------------------------------------------------------------------------
 
-    async def node(self, workspace: str, name: str) -> sa.Row[Any] | None:
+    async def node(self, workspace: str, name: str) -> NodeRecord | None:
         q = sa.select(NODES).where(NODES.c.workspace == workspace, NODES.c.name == name)
-        return (await self.conn.execute(q)).first()
+        row = (await self.conn.execute(q)).first()
+        return NodeRecord(**row._asdict()) if row else None
 
-    async def nodes(self, workspace: str, names: Sequence[str]) -> dict[str, sa.Row[Any]]:
-        out: dict[str, sa.Row[Any]] = {}
+    async def nodes(self, workspace: str, names: Sequence[str]) -> dict[str, NodeRecord]:
+        out: dict[str, NodeRecord] = {}
         for chunk in _chunks(list(names)):
             q = sa.select(NODES).where(NODES.c.workspace == workspace, NODES.c.name.in_(chunk))
-            out.update({r.name: r for r in await self.conn.execute(q)})
+            out.update({r.name: NodeRecord(**r._asdict()) for r in await self.conn.execute(q)})
         return out
 
     async def put_node(self, workspace: str, name: str, **values: Any) -> None:
@@ -229,9 +266,10 @@ class Store:
             .values(update_time=now, **values)
         )
 
-    async def edge(self, workspace: str, edge_id: str) -> sa.Row[Any] | None:
+    async def edge(self, workspace: str, edge_id: str) -> EdgeRecord | None:
         q = sa.select(EDGES).where(EDGES.c.workspace == workspace, EDGES.c.id == edge_id)
-        return (await self.conn.execute(q)).first()
+        row = (await self.conn.execute(q)).first()
+        return EdgeRecord(**row._asdict()) if row else None
 
     async def insert_edge(self, **values: Any) -> None:
         await self.conn.execute(sa.insert(EDGES).values(**values))
@@ -241,25 +279,25 @@ class Store:
             sa.update(EDGES).where(EDGES.c.workspace == workspace, EDGES.c.id == edge_id).values(**values)
         )
 
-    async def edges_into(self, workspace: str, names: Sequence[str], *, into: bool) -> list[sa.Row[Any]]:
+    async def edges_into(self, workspace: str, names: Sequence[str], *, into: bool) -> list[EdgeRecord]:
         """The live edges of `workspace` that end at (`into`) or start from (not `into`) `names`."""
         end = EDGES.c.target if into else EDGES.c.source
-        out: dict[str, sa.Row[Any]] = {}
+        out: dict[str, EdgeRecord] = {}
         for chunk in _chunks(list(names)):
             q = sa.select(EDGES).where(
                 EDGES.c.workspace == workspace, EDGES.c.deleted.is_(False), end.in_(chunk)
             )
-            out.update({r.id: r for r in await self.conn.execute(q)})
+            out.update({r.id: EdgeRecord(**r._asdict()) for r in await self.conn.execute(q)})
         return list(out.values())
 
-    async def live_edges(self, workspace: str) -> list[sa.Row[Any]]:
+    async def live_edges(self, workspace: str) -> list[EdgeRecord]:
         """The workspace's live edges, newest first."""
         q = (
             sa.select(EDGES)
             .where(EDGES.c.workspace == workspace, EDGES.c.deleted.is_(False))
             .order_by(EDGES.c.create_time.desc(), EDGES.c.id.desc())
         )
-        return list(await self.conn.execute(q))
+        return [EdgeRecord(**r._asdict()) for r in await self.conn.execute(q)]
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:

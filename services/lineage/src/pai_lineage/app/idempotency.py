@@ -1,48 +1,11 @@
-"""What every use case shares: the transaction around a store, idempotency keys, and timestamps."""
+"""Idempotency keys: what a request with a `request_id` made before, kept in its transaction."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from pai_common.db import conflict
-from pai_common.errors import (
-    Aborted,
-    AlreadyExists,
-)
+from pai_common.errors import AlreadyExists
 from pai_lineage.db.store import Store
-
-
-class Db:
-    """Transactions on lineage's store; the outbox relay is woken after a commit that wrote events."""
-
-    def __init__(self, engine: AsyncEngine, notify: Callable[[], None] = lambda: None) -> None:
-        self.engine = engine
-        self.notify = notify
-
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[Store]:
-        """One transaction: the changes and their events commit together or not at all."""
-        try:
-            async with self.engine.begin() as conn:
-                store = Store(conn)
-                yield store
-        except Exception as exc:
-            if conflict(exc):
-                raise Aborted(
-                    "CONCURRENT_MODIFICATION", "a concurrent request changed the same data; retry"
-                ) from exc
-            raise
-        if store.outbox.added:
-            self.notify()
-
-    @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[Store]:
-        async with self.engine.connect() as conn:
-            yield Store(conn)
 
 
 async def earlier_result(store: Store, request_id: str, method: str, target: str) -> str | None:
