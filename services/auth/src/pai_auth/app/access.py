@@ -10,8 +10,8 @@ import pathlib
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -26,10 +26,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from pai_auth import mapping
-from pai_auth.db.rows import SigningKeyRow
 from pai_auth.db.uow import UnitOfWork, UnitOfWorkFactory
 from pai_auth.domain import keys, policy
-from pai_auth.domain.model import ApiKeyState, Principal, UserState
+from pai_auth.domain.model import ApiKeyState, Principal, SigningKey, UserState
 from pai_common import tokens
 from pai_common.clock import utcnow
 
@@ -93,12 +92,12 @@ class AccessUseCases:
     async def load_keys(self) -> None:
         """Load signing keys, creating the first one on first start."""
         async with self._uow() as uow:
-            rows = await uow.repo.signing_keys()
-            if not rows:
-                await uow.repo.add_signing_key(self._new_key_row())
+            keys = await uow.repo.signing_keys()
+            if not keys:
+                await uow.repo.add_signing_key(self._new_key())
                 await uow.commit()
-                rows = await uow.repo.signing_keys()
-            self._install(rows)  # inside: rows expire when the session ends
+                keys = await uow.repo.signing_keys()
+            self._install(keys)
         self._loaded_at = time.monotonic()
 
     async def _refresh_keys(self, older_than: float) -> None:
@@ -106,10 +105,10 @@ class AccessUseCases:
         if time.monotonic() - self._loaded_at >= older_than:
             await self.load_keys()
 
-    def _new_key_row(self) -> SigningKeyRow:
+    def _new_key(self) -> SigningKey:
         private = Ed25519PrivateKey.generate()
         raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        return SigningKeyRow(
+        return SigningKey(
             kid=uuid.uuid4().hex[:16],
             public_key=private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
             private_key_encrypted=self._kek.encrypt(raw),
@@ -117,19 +116,19 @@ class AccessUseCases:
             retire_time=None,
         )
 
-    def _install(self, rows: Any) -> None:
-        active = next(r for r in rows if r.retire_time is None)
+    def _install(self, keys: Sequence[SigningKey]) -> None:
+        active = next(k for k in keys if k.retire_time is None)
         private = Ed25519PrivateKey.from_private_bytes(self._kek.decrypt(active.private_key_encrypted))
         self._signing = (active.kid, private)
-        self._public = {r.kid: Ed25519PublicKey.from_public_bytes(r.public_key) for r in rows}
-        self._retired = {r.kid: r.retire_time for r in rows}
+        self._public = {k.kid: Ed25519PublicKey.from_public_bytes(k.public_key) for k in keys}
+        self._retired = {k.kid: k.retire_time for k in keys}
 
     async def rotate(self) -> str:
         """Sign with a new key from now on; old keys verify until their tokens have expired."""
-        row = self._new_key_row()
-        kid = row.kid
+        key = self._new_key()
+        kid = key.kid
         async with self._uow() as uow:
-            await uow.repo.add_signing_key(row)
+            await uow.repo.add_signing_key(key)
             await uow.repo.retire_signing_keys(kid, utcnow())
             await uow.outbox.add(mapping.signing_key_rotated(kid))
             await uow.commit()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -24,7 +23,7 @@ from pai_auth.db.rows import (
     UserRow,
     WorkspaceRow,
 )
-from pai_auth.domain.model import ApiKey, AuditEntry, Member, ServiceAccount, User, Workspace
+from pai_auth.domain.model import ApiKey, AuditEntry, Member, ServiceAccount, SigningKey, User, Workspace
 
 E = TypeVar("E")
 
@@ -266,12 +265,12 @@ class Repository:
         return [(r.seq, entity(AuditEntry, r)) for r in (await self.session.scalars(query)).all()]
 
     # signing keys
-    async def signing_keys(self) -> Sequence[SigningKeyRow]:
+    async def signing_keys(self) -> list[SigningKey]:
         query = sa.select(SigningKeyRow).order_by(SigningKeyRow.create_time.desc())
-        return (await self.session.scalars(query)).all()
+        return [entity(SigningKey, r) for r in (await self.session.scalars(query)).all()]
 
-    async def add_signing_key(self, row: SigningKeyRow) -> None:
-        self.session.add(row)
+    async def add_signing_key(self, key: SigningKey) -> None:
+        self.session.add(SigningKeyRow(**row_values(SigningKeyRow, key)))
         await self.session.flush()
 
     async def retire_signing_keys(self, except_kid: str, when: dt.datetime) -> None:

@@ -137,3 +137,15 @@ class Principal:
     platform_admin: bool
     roles: dict[str, str]  # workspaces/{w} -> role
     disabled: bool = False
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A key tokens are signed with: the private half only ever stored encrypted (by the key-encryption
+    key on auth's disk), retired ones kept for verifying tokens they signed until those expire."""
+
+    kid: str
+    public_key: bytes
+    private_key_encrypted: bytes
+    create_time: dt.datetime
+    retire_time: dt.datetime | None = None
