@@ -4,7 +4,8 @@ An owner decides what each replica runs (command, environment, working directory
 listens on) and what an exit means; a backend only starts processes somewhere, tells whether a server
 replica is ready, reports how each replica ended, and kills one replica or the whole gang. Everything a
 backend needs to find a replica again after its owner restarted is in the `ReplicaHandle`, which the
-owner stores (these dataclasses are plain values: `dataclasses.asdict` and `ReplicaHandle(**d)` round-trip).
+owner stores (these dataclasses are plain values: `dataclasses.asdict` and `ReplicaHandle.from_dict`
+round-trip).
 
 A gang is what one scheduler admission runs: every replica of one attempt of a training job, or the
 replicas of a model-server revision, or one notebook server. Training replicas are launched and killed

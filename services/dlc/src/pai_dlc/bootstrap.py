@@ -24,8 +24,7 @@ from pai_dlc.app.lineage_client import LineageClient
 from pai_dlc.app.scheduler_client import SchedulerClient
 from pai_dlc.app.sweeps import SweepController
 from pai_dlc.db.rows import EVENTS, MIGRATIONS
-from pai_dlc.engine.base import AttemptLaunch, Engine
-from pai_dlc.engine.local import LocalEngine
+from pai_dlc.engine.base import AttemptLaunch, BackendEngine, Engine, LocalEngine
 from pai_dlc.model.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,10 @@ def optional_engines(settings: Settings, controller: Controller) -> dict[int, En
     out: dict[int, Engine] = {}
     ray_address = str(settings.get("ray_address") or "")
     if ray_address:
-        from pai_dlc.engine.ray import RayEngine
+        from pai_dlc.engine.rendezvous import rendezvous
+        from pai_runtime.ray import RayBackend
 
-        out[JobSpec.RAY] = RayEngine(ray_address)
+        out[JobSpec.RAY] = BackendEngine(RayBackend(ray_address, namespace="pai-dlc", rendezvous=rendezvous))
     namespace = str(settings.get("kubernetes_namespace") or "")
     if namespace:
         from pai_dlc.engine.kubernetes import KubernetesEngine

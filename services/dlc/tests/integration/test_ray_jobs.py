@@ -8,7 +8,7 @@ import pytest
 
 from pai.dlc.v1 import job_spec_pb2
 
-from ..ray.test_ray_engine import RayCluster, cluster  # noqa: F401  (the module's cluster fixture)
+from ..ray.test_ray_training import RayCluster, cluster  # noqa: F401  (the module's cluster fixture)
 from .conftest import PY, Client, Job
 
 pytestmark = pytest.mark.ray

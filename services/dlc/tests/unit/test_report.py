@@ -11,7 +11,7 @@ from pai.dlc import report
 from pai.dlc.v1 import job_pb2
 from pai_dlc.app import metrics
 from pai_dlc.db.store import StoredJob
-from pai_dlc.engine.logfile import format_record
+from pai_runtime.logfile import format_record
 
 
 def test_report_writes_one_flushed_line() -> None:

@@ -23,9 +23,9 @@ from pai_dlc.app.controller import Controller
 from pai_dlc.app.metrics import log_files
 from pai_dlc.app.sweeps import SweepController
 from pai_dlc.db.store import JobStore, StoredJob, SweepStore, stamp
-from pai_dlc.engine.logfile import LogRecord, read_records
 from pai_dlc.model.lifecycle import TERMINAL
 from pai_dlc.model.spec import ROLE_NAMES
+from pai_runtime.logfile import LogRecord, read_records
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 Entry = log_pb2.LogEntry

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from pai_dlc.db.store import StoredJob
-from pai_dlc.engine.logfile import read_records
+from pai_runtime.logfile import read_records
 
 PREFIX = "@pai.metric "
 

@@ -1,32 +1,43 @@
-"""The engine interface: launch the replicas of an admitted job, watch them, kill them all.
+"""dlc's engines: the backends of `pai_runtime` behind the interface the current controller speaks.
 
-One domain for every engine. dlc decides what each replica runs (command, environment, working
-directory) and what an exit means; an engine only starts processes somewhere, reports how each one
-ended, and kills the whole gang. Everything an engine needs to find a replica again after dlc itself
-restarted is in its `ReplicaHandle`, which dlc stores with the job.
+The backends (local processes, Ray, Kubernetes) live in `libs/pai-runtime` (`pai_runtime.types` is
+their contract); dlc keeps only what is training-specific: the Ray rendezvous rewrite
+(`pai_dlc.engine.rendezvous`) and the PyTorchJob manifest (`pai_dlc.engine.pytorchjob`), both handed
+to the backends at construction or in the launch.
+
+TRANSITIONAL (goes with the current controller): the controller builds an `AttemptLaunch` (a job and
+its replicas) and calls an `Engine`; `BackendEngine` turns the one into a `GangLaunch` for a
+`pai_runtime` backend and passes everything else straight through. A controller that builds
+`GangLaunch`es itself (manifest included) uses the backends directly, and this module goes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from pai_runtime.local import LocalBackend
+from pai_runtime.types import Backend, GangLaunch, ReplicaExit, ReplicaHandle, ReplicaLaunch
+from pai_runtime.types import BackendError as EngineError
+from pai_runtime.types import BackendInfo as EngineInfo
 
-@dataclass(frozen=True, slots=True)
-class ReplicaLaunch:
-    """One replica of one attempt: what to run and with what environment."""
-
-    replica: str  # "master-0", "worker-1": unique within the job
-    rank: int
-    command: tuple[str, ...]  # argv (command + args), never a shell line
-    env: dict[str, str]  # dlc's variables and the user's; added to the engine's base environment
-    cwd: str | None = None  # working directory (the job's code directory); None: the run directory
+__all__ = [
+    "AttemptLaunch",
+    "BackendEngine",
+    "Engine",
+    "EngineError",
+    "EngineInfo",
+    "LocalEngine",
+    "ReplicaExit",
+    "ReplicaHandle",
+    "ReplicaLaunch",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptLaunch:
-    """Every replica of one attempt of a job (attempt 0 is the first run; each gang restart adds 1)."""
+    """Every replica of one attempt of a job, as the current controller builds it."""
 
     job: str  # the job's resource name, for messages
     uid: str  # the job's uid: stable across attempts
@@ -34,71 +45,54 @@ class AttemptLaunch:
     run_dir: str  # a directory the engine owns for this attempt: logs, exit records, error files
     replicas: tuple[ReplicaLaunch, ...]
 
-
-@dataclass(frozen=True, slots=True)
-class ReplicaHandle:
-    """Where a launched replica is, kept with the job so that a restarted dlc can watch it again."""
-
-    replica: str
-    rank: int
-    attempt: int
-    pid: int  # the replica's supervisor process, leader of the replica's process group
-    pgid: int
-    log_path: str  # the replica's log (see `pai_dlc.engine.logfile` for the format)
-    exit_path: str  # written once, atomically, when the replica's command has ended
-    error_path: str  # TORCHELASTIC_ERROR_FILE for the replica; may never be written
-    node: str = ""  # the host it runs on
-    engine_ref: str = ""  # the engine's own id for it, for people
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaExit:
-    """How a replica ended."""
-
-    replica: str
-    exit_code: int | None  # None when it was killed by a signal or vanished
-    signal: int = 0  # the signal that killed the command, 0 if none
-    message: str = ""  # one line a person can act on ("exit code 1: ValueError: ...")
-    details: str = ""  # more: the error file's traceback, or the last lines of stderr
-    lost: bool = False  # the replica's supervisor is gone without recording an exit
-    time_ns: int = 0  # when the command ended (0: unknown), to tell which replica failed first
-
-    @property
-    def succeeded(self) -> bool:
-        return self.exit_code == 0 and not self.lost
-
-
-@dataclass(frozen=True, slots=True)
-class EngineInfo:
-    name: str
-    node: str = ""
-    details: dict[str, str] = field(default_factory=dict)
+    def gang(self, manifest: dict[str, object] | None = None) -> GangLaunch:
+        """The attempt as `pai_runtime` launches it."""
+        return GangLaunch(self.job, self.uid, self.attempt, self.run_dir, self.replicas, manifest or {})
 
 
 class Engine(Protocol):
-    """What dlc asks of every engine."""
+    """What the current controller asks of every engine."""
 
     info: EngineInfo
 
+    async def launch(self, attempt: AttemptLaunch) -> list[ReplicaHandle]: ...
+
+    def poll(self, handles: Sequence[ReplicaHandle]) -> list[ReplicaExit]: ...
+
+    async def unrecorded(self, run_dir: str, attempt: int) -> list[ReplicaHandle]: ...
+
+    async def kill(self, handles: Sequence[ReplicaHandle], grace: float) -> None: ...
+
+
+class BackendEngine:
+    """An `Engine` over a `pai_runtime` backend; `manifest`, if given, makes the object a Kubernetes
+    backend creates for an attempt (see `pai_dlc.engine.kubernetes`)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        manifest: Callable[[AttemptLaunch], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.manifests = manifest
+        self.info = backend.info
+
     async def launch(self, attempt: AttemptLaunch) -> list[ReplicaHandle]:
-        """Start every replica of `attempt`; all or none (on failure, kill what started and raise
-        `EngineError`)."""
-        ...
+        manifest = await self.manifests(attempt) if self.manifests is not None else None
+        return await self.backend.launch(attempt.gang(manifest))
 
     def poll(self, handles: Sequence[ReplicaHandle]) -> list[ReplicaExit]:
-        """The replicas among `handles` that have ended, with how (cheap; called about once a second)."""
-        ...
+        return self.backend.poll(handles)
 
     async def unrecorded(self, run_dir: str, attempt: int) -> list[ReplicaHandle]:
-        """Handles for replicas of `attempt` that may have started although `launch` never returned
-        them (dlc stopped mid-launch), so that they can be killed; [] when the engine has none."""
-        ...
+        return await self.backend.unrecorded(run_dir, attempt)
 
     async def kill(self, handles: Sequence[ReplicaHandle], grace: float) -> None:
-        """SIGTERM every replica's process group, SIGKILL after `grace` seconds, and return only when
-        no process of any of them is left."""
-        ...
+        await self.backend.kill(handles, grace)
 
 
-class EngineError(Exception):
-    """An engine could not do what was asked; the message says why, for a person."""
+class LocalEngine(BackendEngine):
+    """dlc's LOCAL engine: `pai_runtime.local.LocalBackend`."""
+
+    def __init__(self) -> None:
+        super().__init__(LocalBackend())

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pai.dlc.v1 import job_pb2
-from pai_dlc.engine.base import ReplicaExit
 from pai_dlc.model.spec import JobSpec, Replica, ReplicaSpec, Role
+from pai_runtime.types import ReplicaExit
 
 State = job_pb2.Job.State
 

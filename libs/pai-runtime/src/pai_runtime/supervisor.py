@@ -1,15 +1,16 @@
 """The supervisor of one replica: runs its command, logs its output, and records how it ended.
 
-    python -m pai_dlc.engine.supervisor --log PATH --exit PATH [--cwd DIR] -- COMMAND [ARG...]
+    python -I -S .../pai_runtime/supervisor.py --log PATH --exit PATH [--cwd DIR] -- COMMAND [ARG...]
 
-    --log PATH   the replica's log, appended to in the `pai_dlc.engine.logfile` format
+    --log PATH   the replica's log, appended to in the `pai_runtime.logfile` format
     --exit PATH  the exit record, written once, atomically, when the command has ended
     --cwd DIR    change to DIR before starting the command (default: stay)
 
-The local engine starts one supervisor per replica, in a new session, and then forgets it: the
-supervisor writes only to files, so replicas outlive a restart of dlc, and a new dlc finds them from
-the paths above. The command runs as the supervisor's child in the supervisor's process group (the
-supervisor leads it), with the environment the supervisor got, so signalling the group reaches both.
+The local backend starts one supervisor per replica, in a new session, and then forgets it: the
+supervisor writes only to files, so replicas outlive a restart of their owner (dlc, eas, dsw), and a
+new owner finds them from the paths above. The command runs as the supervisor's child in the
+supervisor's process group (the supervisor leads it), with the environment the supervisor got, so
+signalling the group reaches both.
 
 Exit record: JSON `{"exit_code": int | null, "signal": int, "time_ns": int}`; `exit_code` is null and
 `signal` non-zero when a signal killed the command. When the command could not be started at all,
@@ -21,8 +22,9 @@ process group (the command and what it started), once each, and the supervisor k
 the command ends. To stop a replica gracefully, signal the supervisor, not the group: a signal sent to
 the group would reach the command twice, once directly and once passed on.
 
-This runs once per replica and must start fast: standard library only (the engine starts it with
-`python -I -S` by path, so no other package can be imported, nor shadow one).
+This runs once per replica and must start fast: standard library only (the backend starts it by path
+with `python -I -S`, so no other package can be imported, nor shadow one, and it never imports
+`pai_runtime` itself).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import sys
 import time
 from types import FrameType
 
-# The log format, as in `pai_dlc.engine.logfile` (which this module cannot import).
+# The log format, as in `pai_runtime.logfile` (which this module cannot import).
 MAX_TEXT_BYTES = 64 * 1024
 STDOUT, STDERR, SYSTEM = "O", "E", "S"
 
@@ -126,7 +128,7 @@ def _cut(line: bytes) -> tuple[list[bytes], bytes]:
 class _Relay:
     """Passes the signals the supervisor gets on to its process group, once the command runs.
 
-    Only when it leads the group, as the engine starts it: run by hand from a script, its group is
+    Only when it leads the group, as the local backend starts it: run by hand from a script, its group is
     the script's, and then only the command gets them.
     """
 

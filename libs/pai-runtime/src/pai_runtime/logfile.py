@@ -8,8 +8,10 @@ invalid UTF-8 is replaced. Lines are appended whole (one `write` each, to a file
 O_APPEND), so a reader that keeps the byte offset of the next record can follow the file; a last line
 without its newline is still being written and is left for the next read.
 
-The writer is `pai_dlc.engine.supervisor`, which cannot import this module (it runs isolated, on the
+The writer is `pai_runtime.supervisor`, which cannot import this module (it runs isolated, on the
 standard library only), so it repeats the few constants below; the tests check that they agree.
+Readers are the owners (dlc's log API and metrics, the hang detector) and the backends (the tail of
+stderr in a failure's details).
 """
 
 from __future__ import annotations
