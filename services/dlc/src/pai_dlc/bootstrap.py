@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import pathlib
@@ -18,17 +19,27 @@ from pai_common.grpc_client import channel
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
-from pai_dlc.api.servicers import JobServicer, SweepServicer
-from pai_dlc.app.controller import LINEAGE_SUBJECTS, SCHEDULER_SUBJECTS, Controller, Options
-from pai_dlc.app.lineage_client import LineageClient
-from pai_dlc.app.scheduler_client import SchedulerClient
-from pai_dlc.app.sweeps import SweepController
+from pai_dlc.adapters.lineage import GrpcDatasets
+from pai_dlc.adapters.scheduler import GrpcScheduler
+from pai_dlc.api.jobs import JobServicer
+from pai_dlc.api.sweeps import SweepServicer
+from pai_dlc.app.common import Locks, Options
+from pai_dlc.app.events import OutputModels, SchedulerFacts
+from pai_dlc.app.gangs import Finisher, Gangs
+from pai_dlc.app.jobs import JobUseCases
+from pai_dlc.app.ports import Runner
+from pai_dlc.app.reconciler import Reconciler
+from pai_dlc.app.steps import Steps
+from pai_dlc.app.sweep_steps import SweepRunner
+from pai_dlc.app.sweeps import SweepUseCases
+from pai_dlc.consumers.handlers import LINEAGE_SUBJECTS, SCHEDULER_SUBJECTS, LineageHandler, SchedulerHandler
 from pai_dlc.db.rows import EVENTS, MIGRATIONS
-from pai_dlc.engine.base import AttemptLaunch, BackendEngine, Engine, LocalEngine
-from pai_dlc.model.spec import JobSpec
+from pai_dlc.db.uow import Joined, UnitOfWorkFactory
+from pai_dlc.domain.spec import Engine
+from pai_dlc.engine import engines
+from pai_runtime.local import LocalBackend
 
 log = logging.getLogger(__name__)
-SOURCE = "pai.dlc"
 DOMAIN = "dlc.pai.dev"  # the ErrorInfo domain of dlc's errors (its errors.proto)
 
 
@@ -40,10 +51,12 @@ class DlcApp:
     server: GrpcServer
     relay: Relay
     nats: NATS
-    controller: Controller
+    uows: UnitOfWorkFactory
+    jobs: JobUseCases
+    sweeps: SweepUseCases
+    reconciler: Reconciler
     consumer: Consumer
     lineage_consumer: Consumer
-    sweeps: SweepController
 
     @property
     def address(self) -> str:
@@ -57,31 +70,64 @@ def storage_root(settings: Settings) -> pathlib.Path:
     return root.resolve()
 
 
-def optional_engines(settings: Settings, controller: Controller) -> dict[int, Engine]:
-    """RAY when `PAI_DLC_RAY_ADDRESS` is set; KUBERNETES when `PAI_DLC_KUBERNETES_NAMESPACE` is."""
-    out: dict[int, Engine] = {}
+def options_of(settings: Settings) -> Options:
+    return Options(
+        storage_root=storage_root(settings),
+        poll_interval=float(settings.get("poll_interval", 0.25)),
+        kill_grace=float(settings.get("kill_grace", 10.0)),
+        preemption_grace=float(settings.get("preemption_grace", 10.0)),
+    )
+
+
+def runners(settings: Settings, options: Options) -> dict[Engine, Runner]:
+    """LOCAL always; RAY when `PAI_DLC_RAY_ADDRESS` is set; KUBERNETES when `PAI_DLC_KUBERNETES_NAMESPACE` is."""
+    out = {Engine.LOCAL: Runner(LocalBackend())}
     ray_address = str(settings.get("ray_address") or "")
     if ray_address:
-        from pai_dlc.engine.rendezvous import rendezvous
-        from pai_runtime.ray import RayBackend
-
-        out[JobSpec.RAY] = BackendEngine(RayBackend(ray_address, namespace="pai-dlc", rendezvous=rendezvous))
+        out[Engine.RAY] = engines.ray(ray_address)
     namespace = str(settings.get("kubernetes_namespace") or "")
     if namespace:
-        from pai_dlc.engine.kubernetes import KubernetesEngine
-
-        async def spec_of(attempt: AttemptLaunch) -> JobSpec:
-            return (await controller.get(attempt.job)).job.spec
-
-        out[JobSpec.KUBERNETES] = KubernetesEngine(
-            specs=spec_of,
+        out[Engine.KUBERNETES] = engines.kubernetes(
             namespace=namespace,
             default_image=str(settings.get("kubernetes_image") or ""),
             storage_pvc=str(settings.get("kubernetes_storage_pvc") or ""),
-            storage_root=str(controller.options.storage_root),
+            storage_root=str(options.storage_root),
             gpu_model_label=str(settings.get("kubernetes_gpu_model_label") or ""),
         )
     return out
+
+
+@dataclass
+class _Core:
+    jobs: JobUseCases
+    sweeps: SweepUseCases
+    reconciler: Reconciler
+    runner: SweepRunner
+    facts: SchedulerFacts
+
+
+def _core(settings: Settings, uows: UnitOfWorkFactory, stack: contextlib.AsyncExitStack) -> _Core:
+    """The use cases, the reconciler and the sweep runner, on dlc's clients of the scheduler and lineage."""
+    credential = str(settings.get("api_key") or "")
+    if not credential:
+        log.warning("PAI_DLC_API_KEY is not set: the scheduler will refuse dlc's workloads")
+    options = options_of(settings)
+    scheduler_channel = channel(settings.endpoint_of("scheduler"), credential)
+    stack.push_async_callback(scheduler_channel.close)
+    lineage_at = settings.endpoint_of("lineage")
+    lineage_channel = channel(lineage_at, credential)
+    stack.push_async_callback(lineage_channel.close)
+    scheduler = GrpcScheduler(scheduler_channel, options.preemption_grace)
+    gangs, finisher, locks = Gangs(runners(settings, options), options), Finisher(scheduler, uows), Locks()
+    steps = Steps(uows, scheduler, gangs, finisher, options)
+    reconciler = Reconciler(uows, steps, finisher, locks, options)
+    jobs = JobUseCases(
+        uows, gangs, finisher, options, locks, reconciler.kick, GrpcDatasets(lineage_channel, lineage_at)
+    )
+    wakeup = asyncio.Event()
+    sweeps = SweepUseCases(uows, jobs, Locks(), wakeup.set)
+    runner = SweepRunner(sweeps, jobs, max(0.5, options.poll_interval * 2), wakeup)
+    return _Core(jobs, sweeps, reconciler, runner, SchedulerFacts(reconciler.kick))
 
 
 @contextlib.asynccontextmanager
@@ -92,80 +138,46 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
     """
     async with contextlib.AsyncExitStack() as stack:
         base = await service.backbone(stack, settings, MIGRATIONS, EVENTS.outbox)
-        engine, nc, js, relay = base.engine, base.nats, base.js, base.relay
-
-        credential = str(settings.get("api_key") or "")
-        if not credential:
-            log.warning("PAI_DLC_API_KEY is not set: the scheduler will refuse dlc's workloads")
-        sched_channel = channel(settings.endpoint_of("scheduler"), credential)
-        stack.push_async_callback(sched_channel.close)
-        lineage_at = settings.endpoint_of("lineage")
-        lineage_channel = channel(lineage_at, credential)
-        stack.push_async_callback(lineage_channel.close)
-        options = Options(
-            storage_root=storage_root(settings),
-            poll_interval=float(settings.get("poll_interval", 0.25)),
-            kill_grace=float(settings.get("kill_grace", 10.0)),
-            preemption_grace=float(settings.get("preemption_grace", 10.0)),
-        )
-        engines: dict[int, Engine] = {JobSpec.LOCAL: LocalEngine()}
-        controller = Controller(
-            engine,
-            SchedulerClient(sched_channel),
-            engines,
-            options,
-            relay.notify,
-            datasets=LineageClient(lineage_channel, lineage_at),
-        )
-        engines.update(optional_engines(settings, controller))
-        sweeps = SweepController(controller, relay.notify)
+        uows = UnitOfWorkFactory(base.engine, on_commit=base.relay.notify)
+        core = _core(settings, uows, stack)
         consumer = Consumer(
-            js,
-            engine,
-            EVENTS.inbox,
-            durable=str(settings.get("consumer", "dlc")),
-            subjects=SCHEDULER_SUBJECTS,
-            handler=controller.on_scheduler_event,
-        )
+            base.js, base.engine, EVENTS.inbox, durable=str(settings.get("consumer", "dlc")),
+            subjects=SCHEDULER_SUBJECTS, handler=SchedulerHandler(core.facts, Joined),
+        )  # fmt: skip
         lineage_consumer = Consumer(
-            js,
-            engine,
-            EVENTS.inbox,
-            durable=str(settings.get("lineage_consumer", "dlc-lineage")),
-            subjects=LINEAGE_SUBJECTS,
-            handler=controller.on_lineage_event,
-            after_commit=relay.notify,  # the job.updated it writes goes out at once
-        )
-
-        if authorizer is None:
-            authorizer = service.remote_authorizer(stack, settings)
+            base.js, base.engine, EVENTS.inbox, durable=str(settings.get("lineage_consumer", "dlc-lineage")),
+            subjects=LINEAGE_SUBJECTS, handler=LineageHandler(OutputModels(), Joined),
+            after_commit=base.relay.notify,  # the job.updated it writes goes out at once
+        )  # fmt: skip
         server = GrpcServer(
             settings.listen,
             [
                 Servicer(
                     "pai.dlc.v1.JobService",
-                    JobServicer(controller),
+                    JobServicer(core.jobs),
                     job_pb2_grpc.add_JobServiceServicer_to_server,
                 ),
                 Servicer(
                     "pai.dlc.v1.SweepService",
-                    SweepServicer(sweeps),
+                    SweepServicer(core.sweeps),
                     sweep_pb2_grpc.add_SweepServiceServicer_to_server,
                 ),
             ],
             domain=DOMAIN,
-            authorizer=authorizer,
+            authorizer=authorizer or service.remote_authorizer(stack, settings),
         )
-        await relay.start()
-        stack.push_async_callback(relay.stop)
-        await consumer.start()
-        stack.push_async_callback(consumer.stop)
-        await lineage_consumer.start()
-        stack.push_async_callback(lineage_consumer.stop)
-        await controller.start()
-        stack.push_async_callback(controller.stop)
-        await sweeps.start()
-        stack.push_async_callback(sweeps.stop)
-        await server.start()
-        stack.push_async_callback(server.stop)
-        yield DlcApp(settings, server, relay, nc, controller, consumer, lineage_consumer, sweeps)
+        for part in (base.relay, consumer, lineage_consumer, core.reconciler, core.runner, server):
+            await part.start()
+            stack.push_async_callback(part.stop)
+        yield DlcApp(
+            settings,
+            server,
+            base.relay,
+            base.nats,
+            uows,
+            core.jobs,
+            core.sweeps,
+            core.reconciler,
+            consumer,
+            lineage_consumer,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import pathlib
@@ -14,6 +15,7 @@ from google.protobuf import field_mask_pb2
 
 from pai.dlc.v1 import job_pb2, job_spec_pb2, log_pb2, metric_pb2
 from pai.scheduler.v1 import workload_pb2
+from pai_dlc.domain.job import Job as Job_
 
 from .conftest import PY, Client, Job, Stack
 
@@ -259,27 +261,31 @@ async def test_replicas_started_but_never_recorded_are_stopped_before_the_attemp
     # processes run on, unwatched. The next step must find and stop them before starting the attempt
     # again, so the job never runs twice.
     assert stack.app is not None
-    controller = stack.app.controller
-    real_record, real_kill = controller._record_launch, controller._engine
+    steps = stack.app.reconciler.steps
+    real_record, real_runner = steps.record_launch, steps.gangs.runner
     started: list[int] = []
 
-    async def crash(s: object, attempt: int, handles: list[object]) -> None:
-        started.extend(h.pid for h in handles)  # type: ignore[attr-defined]
-        monkeypatch.setattr(controller, "_record_launch", real_record)
+    async def crash(job: Job_) -> None:
+        started.extend(h.pid for h in job.runtime.handles)
+        monkeypatch.setattr(steps, "record_launch", real_record)
         raise RuntimeError("dlc died here")
 
     class NoKill:  # the crash leaves no chance to clean up
-        def __init__(self, engine: object) -> None:
-            self.engine = engine
+        def __init__(self, backend: object) -> None:
+            self.backend = backend
 
         def __getattr__(self, name: str) -> object:
-            return getattr(self.engine, name)
+            return getattr(self.backend, name)
 
         async def kill(self, handles: object, grace: float) -> None:
-            monkeypatch.setattr(controller, "_engine", real_kill)
+            monkeypatch.setattr(steps.gangs, "runner", real_runner)
 
-    monkeypatch.setattr(controller, "_record_launch", crash)
-    monkeypatch.setattr(controller, "_engine", lambda s: NoKill(real_kill(s)))
+    monkeypatch.setattr(steps, "record_launch", crash)
+    monkeypatch.setattr(
+        steps.gangs,
+        "runner",
+        lambda job: dataclasses.replace(real_runner(job), backend=NoKill(real_runner(job).backend)),
+    )
     job = await client.submit(
         "twice", [PY, "-c", "import time; print('up', flush=True); time.sleep(3)"], code=None
     )

@@ -23,7 +23,8 @@ from pai.lineage.v1 import (
 )
 from pai_common.grpc_client import channel
 from pai_common.testing import error_info
-from pai_dlc.db.store import JobStore
+from pai_dlc.app.events import OutputModels
+from pai_dlc.mapping import outputs
 
 from .conftest import PY, Client, Stack
 
@@ -250,7 +251,7 @@ async def test_only_the_jobs_own_output_takes_a_registered_version(
     done = await client.done(job.name)
     assert done.state == Job.SUCCEEDED and not done.output_model_version
     assert stack.app is not None
-    controller = stack.app.controller
+    app = stack.app
     later = done.end_time.ToSeconds() + 5
 
     def version(vid: str, **fields: object) -> model_pb2.ModelVersion:
@@ -263,8 +264,9 @@ async def test_only_the_jobs_own_output_takes_a_registered_version(
         return v
 
     async def offer(v: model_pb2.ModelVersion) -> str:
-        async with controller.db.begin() as conn:
-            await controller.on_model_registered(v, JobStore(conn))
+        async with app.uows() as uow:
+            await OutputModels().registered(uow, outputs.registered(v))
+            await uow.commit()
         return (await client.get(job.name)).output_model_version
 
     assert await offer(version("1", name="workspaces/team/models/other/versions/1")) == ""  # another model

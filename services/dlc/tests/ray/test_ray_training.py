@@ -23,9 +23,10 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray tests need ray (pip install -e 'libs/pai-runtime[ray]')")
 
 from pai.dlc.v1 import job_spec_pb2  # noqa: E402
+from pai_dlc.domain.env import Attempt, Cluster, replica_env  # noqa: E402
+from pai_dlc.domain.spec import Engine, file_uri, normalize, replicas  # noqa: E402
 from pai_dlc.engine.rendezvous import rendezvous  # noqa: E402
-from pai_dlc.model.env import Cluster, replica_env  # noqa: E402
-from pai_dlc.model.spec import file_uri, normalize, replicas  # noqa: E402
+from pai_dlc.mapping.specs import spec_from  # noqa: E402
 from pai_runtime.logfile import read_records  # noqa: E402
 from pai_runtime.ray import RayBackend  # noqa: E402
 from pai_runtime.testing import HEAD_IP, WORKER_IP, RayCluster, free_port, ray_cluster  # noqa: E402
@@ -155,8 +156,8 @@ async def test_ddp_trains_across_the_two_nodes(cluster: RayCluster, tmp_path: Pa
         checkpoint_uri=file_uri(tmp_path / "checkpoints"),
         output_uri=file_uri(tmp_path / "output"),
     )
-    spec = normalize(spec, default_engine=job_spec_pb2.JobSpec.RAY, storage_root=tmp_path, uid=uid)
-    everyone = replicas(spec)
+    domain_spec = normalize(spec_from(spec), default_engine=Engine.RAY, storage_root=tmp_path, uid=uid)
+    everyone = replicas(domain_spec)
     placeholder = Cluster("127.0.0.1", free_port(), {})  # as the controller does; the rendezvous rewrites it
     launch = GangLaunch(
         "jobs/ddp",
@@ -168,16 +169,7 @@ async def test_ddp_trains_across_the_two_nodes(cluster: RayCluster, tmp_path: Pa
                 r.name,
                 r.rank,
                 (*r.spec.command, *r.spec.args),
-                replica_env(
-                    job="jobs/ddp",
-                    uid=uid,
-                    spec=spec,
-                    replica=r,
-                    everyone=everyone,
-                    cluster=placeholder,
-                    attempt=0,
-                    restart_count=0,
-                ),
+                replica_env(Attempt("jobs/ddp", uid, 0, 0), domain_spec, r, everyone, placeholder),
                 cwd=str(MNIST.parent),
             )
             for r in everyone

@@ -20,9 +20,12 @@ import kubernetes_validate
 import yaml
 
 import pai_dlc.engine
+from pai.dlc.v1.job_spec_pb2 import JobSpec, ReplicaSpec
+from pai_dlc.domain import spec as d
+from pai_dlc.domain.env import Attempt, Cluster, hyperparameter_args, replica_env
+from pai_dlc.domain.spec import file_uri, local_path, normalize, replicas
 from pai_dlc.engine.pytorchjob import pytorchjob_manifest
-from pai_dlc.model.env import Cluster, hyperparameter_args, replica_env
-from pai_dlc.model.spec import JobSpec, ReplicaSpec, Role, file_uri, local_path, normalize, replicas
+from pai_dlc.mapping.specs import spec_from
 from pai_runtime.types import GangLaunch, ReplicaLaunch
 
 CRD = pathlib.Path(pai_dlc.engine.__file__).parent / "schemas" / "kubeflow.org_pytorchjobs.yaml"
@@ -120,18 +123,19 @@ def validate(manifest: dict[str, Any], validator: jsonschema.Draft7Validator) ->
     assert webhook_problems(manifest) == []
 
 
-# Specs and attempts, built the way dlc's controller builds them.
+# Specs and attempts, built the way dlc builds them: a spec as the API takes it (written here as the
+# protobuf message, which is shorter), turned into the domain's and normalized.
 
 
-def spec_of(tmp: pathlib.Path, *specs: ReplicaSpec, with_code: bool = True, **kw: Any) -> JobSpec:
+def spec_of(tmp: pathlib.Path, *specs: ReplicaSpec, with_code: bool = True, **kw: Any) -> d.JobSpec:
     if with_code:
         (tmp / "code").mkdir(exist_ok=True)
         kw.setdefault("code", {"uri": file_uri(tmp / "code")})
-    job = JobSpec(replica_specs=list(specs), engine=JobSpec.KUBERNETES, **kw)
-    return normalize(job, default_engine=JobSpec.LOCAL, storage_root=tmp / "storage", uid=UID)
+    job = spec_from(JobSpec(replica_specs=list(specs), engine=JobSpec.KUBERNETES, **kw))
+    return normalize(job, default_engine=d.Engine.LOCAL, storage_root=tmp / "storage", uid=UID)
 
 
-def attempt_of(spec: JobSpec, attempt: int = 0, job: str = JOB, uid: str = UID) -> GangLaunch:
+def attempt_of(spec: d.JobSpec, attempt: int = 0, job: str = JOB, uid: str = UID) -> GangLaunch:
     everyone = replicas(spec)
     cluster = Cluster("127.0.0.1", 29500, {r.name: 29501 + r.rank for r in everyone})
     code = str(local_path(spec.code.uri)) if spec.code.uri else None
@@ -145,16 +149,7 @@ def attempt_of(spec: JobSpec, attempt: int = 0, job: str = JOB, uid: str = UID) 
                 replica=r.name,
                 rank=r.rank,
                 command=(*r.spec.command, *r.spec.args, *hyperparameter_args(spec)),
-                env=replica_env(
-                    job=job,
-                    uid=uid,
-                    spec=spec,
-                    replica=r,
-                    everyone=everyone,
-                    cluster=cluster,
-                    attempt=attempt,
-                    restart_count=0,
-                ),
+                env=replica_env(Attempt(job, uid, attempt, 0), spec, r, everyone, cluster),
                 cwd=code,
             )
             for r in everyone
@@ -162,18 +157,18 @@ def attempt_of(spec: JobSpec, attempt: int = 0, job: str = JOB, uid: str = UID) 
     )
 
 
-def manifest_of(spec: JobSpec, attempt: int = 0, **kw: Any) -> dict[str, Any]:
+def manifest_of(spec: d.JobSpec, attempt: int = 0, **kw: Any) -> dict[str, Any]:
     return pytorchjob_manifest(
         attempt_of(spec, attempt), spec, namespace=NAMESPACE, default_image=IMAGE, **kw
     )
 
 
 def worker(count: int = 2, **kw: Any) -> ReplicaSpec:
-    return ReplicaSpec(role=Role.WORKER, count=count, command=["python", "train.py"], **kw)
+    return ReplicaSpec(role=ReplicaSpec.WORKER, count=count, command=["python", "train.py"], **kw)
 
 
 def master(**kw: Any) -> ReplicaSpec:
-    return ReplicaSpec(role=Role.MASTER, command=["python", "train.py"], **kw)
+    return ReplicaSpec(role=ReplicaSpec.MASTER, command=["python", "train.py"], **kw)
 
 
 def container(manifest: dict[str, Any], rtype: str) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import pathlib
 import jsonschema
 import pytest
 
-from pai_dlc.engine.base import EngineError
+from pai.dlc.v1.job_spec_pb2 import JobSpec, ReplicaSpec
+from pai_dlc.domain.spec import file_uri, local_path
 from pai_dlc.engine.pytorchjob import (
     CONTAINER_NAME,
     OPERATOR_ENV_ALWAYS,
@@ -23,7 +24,7 @@ from pai_dlc.engine.pytorchjob import (
     PORT,
     PORT_NAME,
 )
-from pai_dlc.model.spec import JobSpec, ReplicaSpec, Role, file_uri, local_path
+from pai_runtime.types import BackendError as EngineError
 
 from .pytorchjobs import (
     IMAGE,
@@ -158,7 +159,7 @@ def test_env_and_hyperparameters(tmp_path: pathlib.Path, crd: jsonschema.Draft7V
 def test_no_command_runs_the_image_entrypoint(
     tmp_path: pathlib.Path, crd: jsonschema.Draft7Validator
 ) -> None:
-    rs = ReplicaSpec(role=Role.WORKER, count=1, args=["--steps", "10"], image="registry.example/own:1")
+    rs = ReplicaSpec(role=ReplicaSpec.WORKER, count=1, args=["--steps", "10"], image="registry.example/own:1")
     m = manifest_of(spec_of(tmp_path, rs))
     validate(m, crd)
     c = container(m, "Worker")
@@ -179,8 +180,9 @@ def test_processes_per_replica(tmp_path: pathlib.Path, crd: jsonschema.Draft7Val
 
 
 def test_deadlines_and_restarts(tmp_path: pathlib.Path, crd: jsonschema.Draft7Validator) -> None:
-    spec = spec_of(tmp_path, master(), worker(1), max_restarts=3)
-    spec.active_deadline.FromTimedelta(dt.timedelta(hours=2, milliseconds=1))
+    spec = spec_of(
+        tmp_path, master(), worker(1), max_restarts=3, active_deadline=dt.timedelta(hours=2, milliseconds=1)
+    )
     m = manifest_of(spec, clean_pod_policy="Running")
     validate(m, crd)
     assert m["spec"]["runPolicy"] == {

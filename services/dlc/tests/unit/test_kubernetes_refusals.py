@@ -5,6 +5,7 @@ dlc's Kubernetes engine (the generic backend with dlc's manifest and replica nam
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pathlib
 import re
 import socket
@@ -14,11 +15,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from pai_dlc.engine.base import AttemptLaunch, EngineError
-from pai_dlc.engine.kubernetes import KubernetesEngine
+from pai.dlc.v1.job_spec_pb2 import JobSpec, ReplicaSpec
+from pai_dlc.domain.spec import file_uri
+from pai_dlc.engine import engines
 from pai_dlc.engine.pytorchjob import MAX_NAME, job_name, pytorchjob_manifest, replica_of
-from pai_dlc.model.spec import JobSpec, ReplicaSpec, Role, file_uri
 from pai_runtime.pods import replica_exits
+from pai_runtime.types import BackendError as EngineError
 from pai_runtime.types import GangLaunch, ReplicaHandle
 
 from .pytorchjobs import (
@@ -107,7 +109,7 @@ def test_refuses_a_share_of_a_gpu(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("kind", [JobSpec.TENSORFLOW, JobSpec.MPI, JobSpec.XGBOOST])
 def test_refuses_other_kinds(tmp_path: pathlib.Path, kind: int) -> None:
-    spec = spec_of(tmp_path, ReplicaSpec(role=Role.WORKER, count=2, command=["x"]), kind=kind)
+    spec = spec_of(tmp_path, ReplicaSpec(role=ReplicaSpec.WORKER, count=2, command=["x"]), kind=kind)
     with pytest.raises(EngineError, match="not supported by the kubernetes engine yet"):
         pytorchjob_manifest(attempt_of(spec), spec, namespace=NAMESPACE, default_image=IMAGE)
 
@@ -119,7 +121,7 @@ def test_refuses_what_a_pytorchjob_cannot_say(tmp_path: pathlib.Path) -> None:
     with pytest.raises(EngineError, match="same number of processes"):
         manifest_of(spec_of(tmp_path, master(processes_per_replica=2), worker(2, processes_per_replica=4)))
     with pytest.raises(EngineError, match="MASTER and WORKER replicas, not PS"):
-        manifest_of(spec_of(tmp_path, worker(2), ReplicaSpec(role=Role.PS, command=["x"])))
+        manifest_of(spec_of(tmp_path, worker(2), ReplicaSpec(role=ReplicaSpec.PS, command=["x"])))
     with pytest.raises(EngineError, match="mounted at /workspace/code"):
         manifest_of(
             spec_of(
@@ -153,7 +155,7 @@ def test_names_are_deterministic_dns_labels() -> None:
             assert name.endswith(f"-a{attempt}")
 
 
-def attempt_of_names(job: str, uid: str, attempt: int, spec: JobSpec) -> GangLaunch:
+def attempt_of_names(job: str, uid: str, attempt: int, spec: object) -> GangLaunch:
     return GangLaunch(owner=job, uid=uid, attempt=attempt, run_dir="", replicas=())
 
 
@@ -173,36 +175,30 @@ def test_the_pods_of_a_pytorchjob_are_its_replicas(tmp_path: pathlib.Path) -> No
 
 
 async def test_calls_without_a_server_fail_as_engine_errors(tmp_path: pathlib.Path) -> None:
-    """dlc's engine builds the PyTorchJob from the job's spec at launch (the one remaining seam), and
-    the backend sends it where a PyTorchJob goes; with no server, failures are EngineErrors."""
+    """dlc's KUBERNETES runner puts the PyTorchJob built from the job's spec in the launch, and the
+    backend sends it where a PyTorchJob goes; with no server, failures are BackendErrors."""
     kubernetes = pytest.importorskip("kubernetes")
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}"))
     spec = spec_of(tmp_path, worker(2))
-    asked: list[str] = []
-
-    async def specs(attempt: AttemptLaunch) -> JobSpec:
-        asked.append(attempt.job)
-        return spec
-
-    engine = KubernetesEngine(
-        specs=specs, namespace=NAMESPACE, default_image=IMAGE, api_client=client, request_timeout=5
+    runner = engines.kubernetes(
+        namespace=NAMESPACE, default_image=IMAGE, api_client=client, request_timeout=5
     )
+    assert runner.manifest is not None
     gang = attempt_of(spec)
-    attempt = AttemptLaunch(gang.owner, gang.uid, gang.attempt, gang.run_dir, gang.replicas)
+    gang = dataclasses.replace(gang, manifest=runner.manifest(gang, spec))
+    assert gang.manifest == pytorchjob_manifest(
+        attempt_of(spec), spec, namespace=NAMESPACE, default_image=IMAGE
+    )
     ref = f"kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs/{job_name(gang)}"
     with pytest.raises(
         EngineError, match=f"cannot create {ref}.*/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs"
     ):
-        await engine.launch(attempt)
-    assert asked == [JOB]
-    assert engine.manifest(attempt, spec) == pytorchjob_manifest(
-        gang, spec, namespace=NAMESPACE, default_image=IMAGE
-    )
+        await runner.backend.launch(gang)
     handle = ReplicaHandle("worker-0", 0, 0, 0, 0, "", "", "", engine_ref=ref)
-    assert engine.poll([handle]) == []  # nothing seen yet; a failed look is no exit
+    assert runner.backend.poll([handle]) == []  # nothing seen yet; a failed look is no exit
     with pytest.raises(EngineError, match=f"cannot delete {ref}.*propagationPolicy=Foreground"):
-        await engine.kill([handle], grace=1)
+        await runner.backend.kill([handle], grace=1)
     client.close()

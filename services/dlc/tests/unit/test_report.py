@@ -8,10 +8,17 @@ import pathlib
 import pytest
 
 from pai.dlc import report
-from pai.dlc.v1 import job_pb2
 from pai_dlc.app import metrics
-from pai_dlc.db.store import StoredJob
+from pai_dlc.domain.job import Job, ReplicaStatus
+from pai_dlc.domain.spec import JobSpec, Role
 from pai_runtime.logfile import format_record
+
+
+def job(logs: dict[int, dict[str, str]], ranks: int = 1) -> Job:
+    j = Job("workspaces/w/jobs/j", "u", JobSpec())
+    j.replica_statuses = [ReplicaStatus(Role.WORKER, r, f"worker-{r}", r) for r in range(ranks)]
+    j.runtime.logs = logs
+    return j
 
 
 def test_report_writes_one_flushed_line() -> None:
@@ -36,9 +43,7 @@ def test_dlc_reads_reported_lines_back_as_series(tmp_path: pathlib.Path) -> None
     log = tmp_path / "worker-0.log"
     lines = [format_record(1_000 + i, "stdout", text) for i, text in enumerate(out.getvalue().splitlines())]
     log.write_bytes(b"".join([format_record(999, "stderr", '@pai.metric {"step": 9, "loss": 0}'), *lines]))
-    job = job_pb2.Job(replica_statuses=[job_pb2.ReplicaStatus(replica="worker-0", rank=0)])
-    stored = StoredJob(job, {"logs": {"0": {"worker-0": str(log)}}})
-    assert metrics.series_of(stored, "loss") == [(1, 2.0), (2, 1.0)]  # stderr lines are not metrics
+    assert metrics.series_of(job({0: {"worker-0": str(log)}}), "loss") == [(1, 2.0), (2, 1.0)]  # not stderr
 
 
 def test_final_metrics_are_the_last_values_of_the_lowest_rank(tmp_path: pathlib.Path) -> None:
@@ -47,22 +52,16 @@ def test_final_metrics_are_the_last_values_of_the_lowest_rank(tmp_path: pathlib.
         path.write_bytes(b"".join(format_record(1_000 + i, "stdout", t) for i, t in enumerate(lines)))
         return str(path)
 
-    job = job_pb2.Job(
-        replica_statuses=[
-            job_pb2.ReplicaStatus(replica="worker-0", rank=0),
-            job_pb2.ReplicaStatus(replica="worker-1", rank=1),
-        ]
-    )
     logs = {
-        "0": {"worker-0": log("a0w0", ['@pai.metric {"step": 1, "loss": 3.0, "acc": 0.1}'])},
-        "1": {
+        0: {"worker-0": log("a0w0", ['@pai.metric {"step": 1, "loss": 3.0, "acc": 0.1}'])},
+        1: {
             "worker-0": log(
                 "a1w0", ['@pai.metric {"step": 2, "loss": 2.0}', '@pai.metric {"step": 3, "loss": 1.5}']
             ),
             "worker-1": log("a1w1", ['@pai.metric {"step": 3, "loss": 9.0, "eval/f1": 0.7, "bad key": 1}']),
         },
     }
-    final = metrics.final_metrics(StoredJob(job, {"logs": logs}))
+    final = metrics.final_metrics(job(logs, ranks=2))
     # the newest attempt's last value; a key only rank 1 reports comes from rank 1; keys a model
     # registry cannot hold are dropped
     assert final == {"acc": 0.1, "eval/f1": 0.7, "loss": 1.5}

@@ -12,32 +12,28 @@ import math
 import re
 from typing import Any
 
-from pai_dlc.db.store import StoredJob
+from pai_dlc.domain.job import Job
 from pai_runtime.logfile import read_records
 
 PREFIX = "@pai.metric "
 
 
-def log_files(s: StoredJob, replicas: list[str], attempt: int | None) -> list[tuple[str, int, str]]:
+def log_files(job: Job) -> list[tuple[str, int, str]]:
     """(replica, attempt, path) of the job's log files, oldest attempt first, replicas by name."""
-    out = []
-    for a, files in sorted(s.runtime.get("logs", {}).items(), key=lambda kv: int(kv[0])):
-        if attempt is not None and int(a) != attempt:
-            continue
-        for replica, path in sorted(files.items()):
-            if replicas and replica not in replicas:
-                continue
-            out.append((replica, int(a), path))
-    return out
+    return [
+        (replica, attempt, path)
+        for attempt, files in sorted(job.runtime.logs.items())
+        for replica, path in sorted(files.items())
+    ]
 
 
 def reported(
-    s: StoredJob, keys: set[str] | None = None
+    job: Job, keys: set[str] | None = None
 ) -> dict[tuple[str, int], list[tuple[int, float, int, int]]]:
     """Every reported value by (key, rank): (step, value, time_ns, attempt) in report order."""
-    rank_of = {st.replica: st.rank for st in s.job.replica_statuses}
+    rank_of = {st.replica: st.rank for st in job.replica_statuses}
     out: dict[tuple[str, int], list[tuple[int, float, int, int]]] = {}
-    for replica, attempt, path in log_files(s, [], None):
+    for replica, attempt, path in log_files(job):
         rank = rank_of.get(replica, 0)
         for r in read_records(path, 0):
             if r.stream != "stdout" or not r.text.startswith(PREFIX):
@@ -56,9 +52,9 @@ def reported(
     return out
 
 
-def series_of(s: StoredJob, key: str) -> list[tuple[int, float]]:
+def series_of(job: Job, key: str) -> list[tuple[int, float]]:
     """(step, value) of `key` from the lowest rank that reports it."""
-    found = reported(s, {key})
+    found = reported(job, {key})
     if not found:
         return []
     rank = min(r for _, r in found)
@@ -68,10 +64,10 @@ def series_of(s: StoredJob, key: str) -> list[tuple[int, float]]:
 _KEY = re.compile(r"^[A-Za-z0-9_./-]{1,128}$")
 
 
-def final_metrics(s: StoredJob) -> dict[str, float]:
+def final_metrics(job: Job) -> dict[str, float]:
     """The last value of every key, from the lowest rank reporting it: what a registered model
     version records as its metrics (keys a model registry cannot hold are left out)."""
-    found = reported(s)
+    found = reported(job)
     lowest: dict[str, int] = {}
     for key, rank in found:
         if _KEY.match(key) and rank < lowest.get(key, rank + 1):

@@ -16,7 +16,7 @@ The manifest:
   template with one container named `pytorch` (the operator requires it) that exposes the port
   `pytorchjob-port` (23456): the operator builds the rendezvous address from it and a headless
   Service per replica. PYTORCH and CUSTOM jobs become PyTorchJobs; other kinds are refused.
-- The environment is dlc's (`pai_dlc.model.env`), with the paths of the code and data sources
+- The environment is dlc's (`pai_dlc.domain.env`), with the paths of the code and data sources
   replaced by their mount paths, minus what the training operator sets in every pod of a job with a
   Master (training-operator v1.9, `pkg/controller.v1/pytorch/envvar.go` and `master.go`):
   `MASTER_ADDR`, `MASTER_PORT`, `PET_MASTER_ADDR`, `PET_MASTER_PORT` (the Service of master-0 and
@@ -54,8 +54,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pai_dlc.domain.spec import JobSpec, Kind, ReplicaSpec, Role
 from pai_dlc.engine.pytorchjob_pods import Mounts, gpu_affinity, resources
-from pai_dlc.model.spec import ROLE_NAMES, JobSpec, ReplicaSpec, Role
 from pai_runtime.types import BackendError, GangLaunch, ReplicaLaunch
 
 GROUP = "kubeflow.org"
@@ -96,7 +96,7 @@ OPERATOR_ENV_WITH_MASTER = OPERATOR_ENV_ALWAYS | {
 # dlc's variables that differ between the replicas of a role; the pod provides them.
 PER_REPLICA_ENV = frozenset({"PAI_REPLICA", "PAI_REPLICA_INDEX", "RANK", "PET_NODE_RANK"})
 
-REPLICA_TYPES: dict[int, str] = {Role.MASTER: "Master", Role.WORKER: "Worker"}
+REPLICA_TYPES: dict[Role, str] = {Role.MASTER: "Master", Role.WORKER: "Worker"}
 CLEAN_POD_POLICIES = ("None", "Running", "All")
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -170,12 +170,12 @@ def pytorchjob_manifest(
     )
     launches = _launches_by_role(gang)
     replica_specs = {
-        REPLICA_TYPES[role]: template.replica_spec(rs, launches.get(ROLE_NAMES[role], []))
+        REPLICA_TYPES[role]: template.replica_spec(rs, launches.get(role.label, []))
         for role, rs in sorted(by_role.items())
     }
     run_policy: dict[str, Any] = {"backoffLimit": 0, "cleanPodPolicy": clean_pod_policy}
-    if spec.HasField("active_deadline"):
-        seconds = spec.active_deadline.ToTimedelta().total_seconds()
+    if spec.active_deadline is not None:
+        seconds = spec.active_deadline.total_seconds()
         run_policy["activeDeadlineSeconds"] = max(1, math.ceil(seconds))
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -190,11 +190,11 @@ def pytorchjob_manifest(
     }
 
 
-def _check(where: str, spec: JobSpec, clean_pod_policy: str) -> tuple[dict[int, ReplicaSpec], int]:
+def _check(where: str, spec: JobSpec, clean_pod_policy: str) -> tuple[dict[Role, ReplicaSpec], int]:
     """The spec's replica specs by role, and the processes per replica; refuses what a PyTorchJob
     cannot run."""
-    if spec.kind not in (JobSpec.KIND_UNSPECIFIED, JobSpec.PYTORCH, JobSpec.CUSTOM):
-        kind = JobSpec.Kind.Name(spec.kind)
+    if spec.kind not in (Kind.KIND_UNSPECIFIED, Kind.PYTORCH, Kind.CUSTOM):
+        kind = spec.kind.name
         raise BackendError(
             f"{where}: {kind} jobs are not supported by the kubernetes engine yet "
             "(it runs PYTORCH and CUSTOM jobs as Kubeflow PyTorchJobs)"
@@ -203,10 +203,10 @@ def _check(where: str, spec: JobSpec, clean_pod_policy: str) -> tuple[dict[int, 
         raise BackendError(
             f"cleanPodPolicy must be one of {', '.join(CLEAN_POD_POLICIES)}, not {clean_pod_policy!r}"
         )
-    by_role: dict[int, ReplicaSpec] = {}
+    by_role: dict[Role, ReplicaSpec] = {}
     for rs in spec.replica_specs:
         if rs.role not in REPLICA_TYPES:
-            role = ReplicaSpec.Role.Name(rs.role)
+            role = rs.role.name
             raise BackendError(f"{where}: a PyTorchJob has MASTER and WORKER replicas, not {role}")
         by_role[rs.role] = rs
     if not by_role:
@@ -244,7 +244,7 @@ class _Template:
         self.mounts, self.default_image, self.gpu_model_label = mounts, default_image, gpu_model_label
 
     def replica_spec(self, rs: ReplicaSpec, mine: Sequence[ReplicaLaunch]) -> dict[str, Any]:
-        role_name = ROLE_NAMES[rs.role]
+        role_name = rs.role.label
         if not mine:
             raise BackendError(f"{self.where}: the attempt has no {role_name} replica to launch")
         if len({r.command for r in mine}) > 1:
@@ -325,7 +325,7 @@ def _launches_by_role(gang: GangLaunch) -> dict[str, list[ReplicaLaunch]]:
     out: dict[str, list[ReplicaLaunch]] = {}
     for launch in gang.replicas:
         role, _, index = launch.replica.rpartition("-")
-        if role not in ROLE_NAMES.values() or not index.isdigit():
+        if role not in {r.label for r in Role} or not index.isdigit():
             raise BackendError(f"{gang.owner}: {launch.replica!r} is not a replica name like worker-0")
         out.setdefault(role, []).append(launch)
     for launches in out.values():

@@ -19,7 +19,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from pai_dlc.model.spec import ROLE_NAMES, JobSpec, ReplicaSpec, local_path
+from pai_dlc.domain.spec import JobSpec, ReplicaSpec, local_path
 from pai_runtime.types import BackendError
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -38,7 +38,7 @@ def resources(where: str, rs: ReplicaSpec) -> dict[str, Any]:
     if r.gpu_milli:
         if r.gpu_milli % 1000:
             raise BackendError(
-                f"{where}: {ROLE_NAMES[rs.role]} asks for {r.gpu_milli} milli-GPUs, a share of a GPU, which "
+                f"{where}: {rs.role.label} asks for {r.gpu_milli} milli-GPUs, a share of a GPU, which "
                 f"plain Kubernetes cannot express ({GPU_RESOURCE} counts whole devices); ask for gpu_count"
             )
         gpus += r.gpu_milli // 1000
@@ -53,7 +53,7 @@ def gpu_affinity(where: str, rs: ReplicaSpec, label: str) -> dict[str, Any]:
         return {}
     if not label:
         raise BackendError(
-            f"{where}: {ROLE_NAMES[rs.role]} is limited to GPU models {', '.join(models)}, but the kubernetes "
+            f"{where}: {rs.role.label} is limited to GPU models {', '.join(models)}, but the kubernetes "
             "engine has no gpu_model_label to select nodes by"
         )
     term = {"matchExpressions": [{"key": label, "operator": "In", "values": models}]}

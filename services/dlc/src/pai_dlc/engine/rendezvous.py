@@ -1,6 +1,6 @@
 """dlc's rendezvous rewrite for a gang placed on a Ray cluster (`RayBackend(..., rendezvous=...)`).
 
-The environment dlc builds (`pai_dlc.model.env`) names a rendezvous address on dlc's own machine. Once
+The environment dlc builds (`pai_dlc.domain.env`) names a rendezvous address on dlc's own machine. Once
 the Ray backend has placed the gang, it hands this function every replica with its node's IP and a
 port free there; this function rewrites, in every replica's environment, `MASTER_ADDR` and
 `PET_MASTER_ADDR` to rank 0's node and `MASTER_PORT` and `PET_MASTER_PORT` to the port found there

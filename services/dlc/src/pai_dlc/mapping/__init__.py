@@ -1,0 +1,1 @@
+"""Where protobuf meets dlc's domain: the API's and the events' messages ⇄ domain types, by resource."""
