@@ -22,15 +22,18 @@ from pai_common.config import Settings
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
-from pai_scheduler.api.servicers import (
-    NodeServicer,
-    QuotaServicer,
-    ResourceGroupServicer,
-    StatsServicer,
-    WorkloadServicer,
-)
+from pai_scheduler.api.nodes import NodeServicer
+from pai_scheduler.api.quotas import QuotaServicer
+from pai_scheduler.api.resource_groups import ResourceGroupServicer
+from pai_scheduler.api.stats import StatsServicer
+from pai_scheduler.api.workloads import WorkloadServicer
 from pai_scheduler.app.engine import Scheduler
+from pai_scheduler.app.groups import ResourceGroups
 from pai_scheduler.app.local import register_local_machine
+from pai_scheduler.app.nodes import Nodes
+from pai_scheduler.app.quotas import Quotas
+from pai_scheduler.app.stats import Stats
+from pai_scheduler.app.workloads import Workloads
 from pai_scheduler.db.rows import EVENTS
 from pai_scheduler.db.store import UnitOfWorkFactory
 
@@ -67,6 +70,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         if local:
             await register_local_machine(scheduler, str(settings.get("local_group", "local")))
 
+        workloads = Workloads(scheduler)  # it holds the creates waiting for their group commit
         if authorizer is None:
             authorizer = service.remote_authorizer(stack, settings)
         server = GrpcServer(
@@ -74,27 +78,27 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
             [
                 Servicer(
                     "pai.scheduler.v1.ResourceGroupService",
-                    ResourceGroupServicer(scheduler),
+                    ResourceGroupServicer(ResourceGroups(scheduler)),
                     resource_group_pb2_grpc.add_ResourceGroupServiceServicer_to_server,
                 ),
                 Servicer(
                     "pai.scheduler.v1.NodeService",
-                    NodeServicer(scheduler),
+                    NodeServicer(Nodes(scheduler)),
                     node_pb2_grpc.add_NodeServiceServicer_to_server,
                 ),
                 Servicer(
                     "pai.scheduler.v1.QuotaService",
-                    QuotaServicer(scheduler),
+                    QuotaServicer(Quotas(scheduler)),
                     quota_pb2_grpc.add_QuotaServiceServicer_to_server,
                 ),
                 Servicer(
                     "pai.scheduler.v1.WorkloadService",
-                    WorkloadServicer(scheduler),
+                    WorkloadServicer(workloads),
                     workload_pb2_grpc.add_WorkloadServiceServicer_to_server,
                 ),
                 Servicer(
                     "pai.scheduler.v1.SchedulerStatsService",
-                    StatsServicer(scheduler),
+                    StatsServicer(Stats(scheduler)),
                     stats_pb2_grpc.add_SchedulerStatsServiceServicer_to_server,
                 ),
             ],
@@ -105,6 +109,7 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         stack.push_async_callback(relay.stop)
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
+        stack.push_async_callback(workloads.drain)  # creates already accepted are written, not dropped
         await server.start()
         stack.push_async_callback(server.stop)
         yield SchedulerApp(settings, server, relay, nc, scheduler)

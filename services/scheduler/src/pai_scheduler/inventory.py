@@ -185,9 +185,19 @@ def parse_openb_nodes(
         raise InventoryError(f"replicas must be at least 1, got {replicas}")
     memory_of = {**GPU_MEMORY_BYTES, **(gpu_memory_bytes or {})}
     node_labels = {**(labels or {}), "pai.dev/source": "simulated"}
+    rows = _openb_rows(text)
+    return _replicated(rows, _openb_nodes(rows, memory_of, node_labels), replicas)
+
+
+Row = tuple[int, dict[str, str]]
+"""A data row of a node list: its line number and its cells by column."""
+
+
+def _openb_rows(text: str) -> list[Row]:
+    """The data rows of a node list, checked against its header (the first non-empty row)."""
     reader = csv.reader(io.StringIO(text), strict=True)  # bad quoting is an error, not data
     header: list[str] | None = None
-    rows: list[tuple[int, dict[str, str]]] = []
+    rows: list[Row] = []
     try:
         for cells in reader:
             line = reader.line_num
@@ -208,7 +218,11 @@ def parse_openb_nodes(
         raise InventoryError("line 1: empty file, no header")
     if not rows:
         raise InventoryError(f"line {reader.line_num}: no node rows after the header")
+    return rows
 
+
+def _openb_nodes(rows: list[Row], memory_of: Mapping[str, int], labels: dict[str, str]) -> list[NodeSpec]:
+    """One node per row, its id made from its `sn` (which must be unique)."""
     base: list[NodeSpec] = []
     seen_sn: dict[str, int] = {}
     for line, row in rows:
@@ -225,8 +239,12 @@ def parse_openb_nodes(
         if gpu and not GPU_MODEL.fullmatch(model):
             raise InventoryError(f"line {line}: bad model name {model!r} for {gpu} gpu(s)")
         cards = tuple(GpuSpec(i, model, memory_of.get(model, 0)) for i in range(gpu))
-        base.append(NodeSpec(to_node_id(sn), sn, cpu, mem * MIB, cards, dict(node_labels)))
+        base.append(NodeSpec(to_node_id(sn), sn, cpu, mem * MIB, cards, dict(labels)))
+    return base
 
+
+def _replicated(rows: list[Row], base: list[NodeSpec], replicas: int) -> list[NodeSpec]:
+    """`base` `replicas` times, the k-th copy's ids suffixed `-r<k>`; ids made twice are an error."""
     nodes: list[NodeSpec] = []
     line_of: dict[str, int] = {}
     for k in range(replicas):

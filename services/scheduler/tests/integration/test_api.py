@@ -182,7 +182,13 @@ async def test_update_priority_moves_the_queue_and_requeue_and_delete(client: Cl
     await client.admitted("team", "holder")
     await client.submit("team", "first")
     await client.submit("team", "second")
-    second = await client.wait("team", "second", lambda w: w.queue_position == 2)
+    # once its first pending reason is stored, which gives it a new version (and etag); a read
+    # between the decision and its write sees the reason with the old version
+    second = await client.wait(
+        "team",
+        "second",
+        lambda w: w.queue_position == 2 and w.pending_reason_code == W.NO_PLACEMENT and w.version > 1,
+    )
     second.priority = 5
     updated = await client.workloads.UpdateWorkload(
         workload_pb2.UpdateWorkloadRequest(workload=second, update_mask={"paths": ["priority"]})

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from pai_scheduler.app.engine import Scheduler
-from pai_scheduler.domain.records import Gpu, NodeRecord, ResourceGroup
+from pai_scheduler.app.groups import ResourceGroups
+from pai_scheduler.app.nodes import Nodes, node_record
+from pai_scheduler.domain.records import NodeRecord, ResourceGroup
 from pai_scheduler.inventory import detect_local
 
 log = logging.getLogger(__name__)
@@ -14,28 +16,18 @@ log = logging.getLogger(__name__)
 async def register_local_machine(scheduler: Scheduler, group_id: str) -> NodeRecord:
     """Create the `local` group on first start and (re-)register this machine's capacity in it."""
     if group_id not in scheduler.groups:
-        await scheduler.create_group(
+        await ResourceGroups(scheduler).create(
             ResourceGroup(group_id, "", "this machine", "the machine the platform runs on"), ""
         )
     spec = detect_local()
     existing = scheduler.nodes[group_id].get(spec.node_id)
-    record = NodeRecord(
-        group_id,
-        spec.node_id,
-        "",
-        "LOCAL",
-        spec.cpu_milli,
-        spec.memory_bytes,
-        [Gpu(g.index, g.model, g.memory_bytes, g.uuid) for g in spec.gpus],
-        dict(spec.labels),
-        provider_id=spec.provider_id,
-    )
+    record = node_record(group_id, spec, "LOCAL")
     if existing is not None and (existing.cpu_milli, existing.memory_bytes, existing.gpus) == (
         record.cpu_milli, record.memory_bytes, record.gpus
     ):  # fmt: skip
         return existing
     try:
-        await scheduler.put_nodes(group_id, [record])
+        await Nodes(scheduler).put(group_id, [record])
     except Exception:  # capacity shrank below what is placed: keep the old record, say so
         log.exception("could not update the local node %s", spec.node_id)
         return existing or record

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pai_common import uow
 from pai_scheduler.db.rows import EVENTS, NodeRow, QuotaRow, ResourceGroupRow, WorkloadRow
+from pai_scheduler.domain.capacity import Policy
 from pai_scheduler.domain.quota import QuotaSpec
 from pai_scheduler.domain.records import Gpu, NodeRecord, QuotaRecord, ResourceGroup
-from pai_scheduler.domain.scheduling import Policy
 from pai_scheduler.domain.workload import PodPlacement, PodSet, Preemption, Workload
 
 
@@ -221,8 +221,20 @@ class Store:
             await self.session.scalar(sa.select(sa.func.coalesce(sa.func.max(WorkloadRow.seq), 0))) or 0
         )
 
-    async def by_request_id(self, row_type: type[Any], request_id: str) -> Any:
-        return await self.session.scalar(sa.select(row_type).where(row_type.request_id == request_id))
+    async def group_of_request(self, request_id: str) -> str | None:
+        """The id of the group `request_id` created, if it created one."""
+        return await self.session.scalar(
+            sa.select(ResourceGroupRow.id).where(ResourceGroupRow.request_id == request_id)
+        )
+
+    async def quota_of_request(self, request_id: str) -> tuple[str, str] | None:
+        """(group id, quota id) of the quota `request_id` created, if it created one."""
+        row = (
+            await self.session.execute(
+                sa.select(QuotaRow.resource_group, QuotaRow.id).where(QuotaRow.request_id == request_id)
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
 
     async def finished_workload(self, workspace: str, workload_id: str) -> Workload | None:
         row = await self.session.get(WorkloadRow, (workspace, workload_id))
@@ -299,7 +311,19 @@ class Store:
         if getattr(result, "rowcount", 0) == 0:
             await self.session.execute(sa.insert(row_type).values(**values, request_id=request_id or None))
 
-    async def delete(self, row_type: type[Any], *key: str) -> None:
+    async def delete_group(self, group_id: str) -> None:
+        await self._delete(ResourceGroupRow, group_id)
+
+    async def delete_node(self, group_id: str, node_id: str) -> None:
+        await self._delete(NodeRow, group_id, node_id)
+
+    async def delete_quota(self, group_id: str, quota_id: str) -> None:
+        await self._delete(QuotaRow, group_id, quota_id)
+
+    async def delete_workload(self, workspace: str, workload_id: str) -> None:
+        await self._delete(WorkloadRow, workspace, workload_id)
+
+    async def _delete(self, row_type: type[Any], *key: str) -> None:
         row = await self.session.get(row_type, key)
         if row is not None:
             await self.session.delete(row)

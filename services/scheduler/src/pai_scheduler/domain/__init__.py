@@ -1,1 +1,3 @@
-"""Plain-Python domain of the scheduler: resources, filters, fragmentation and placement."""
+"""The scheduler's rules in plain Python: records and names, the quota tree, the placement engine, a
+group's scheduler in layers (capacity → queues → admission → preemption → scheduling), explanations,
+list filters, usage and stats."""

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from pai_common.errors import FailedPrecondition
+
 Amounts = dict[str, int]
 
 CPU, MEMORY, GPU = "cpu", "memory", "gpu"
@@ -106,14 +108,6 @@ class Verdict:
 FITS = Verdict(True)
 
 
-class QuotaError(ValueError):
-    """A quota tree change that would break its invariants; `reason` is the API error reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 class QuotaTree:
     """The quotas of one resource group with their usage, against the group's capacity."""
 
@@ -127,54 +121,74 @@ class QuotaTree:
     # ---- structure ---------------------------------------------------------------------------
 
     def validate(self, spec: QuotaSpec, replacing: str | None = None) -> None:
-        """Raise QuotaError when `spec` (new, or replacing the quota of that name) breaks the tree."""
+        """FAILED_PRECONDITION, with the reason the API gives, when `spec` (new, or replacing the quota
+        of that name) breaks the tree."""
         if spec.parent and spec.parent not in self.specs:
-            raise QuotaError("PARENT_QUOTA_NOT_FOUND", f"parent quota {spec.parent} does not exist")
+            raise FailedPrecondition(
+                "PARENT_QUOTA_NOT_FOUND", f"parent quota {spec.parent} does not exist", quota=spec.name
+            )
         for res, lo in spec.min.items():
             hi = spec.max.get(res)
             if hi is not None and lo > hi:
-                raise QuotaError("QUOTA_MIN_EXCEEDS_MAX", f"min {describe(res, lo)} is above max")
+                raise FailedPrecondition(
+                    "QUOTA_MIN_EXCEEDS_MAX", f"min {describe(res, lo)} is above max", quota=spec.name
+                )
         if spec.parent:
-            parent = self.specs[spec.parent]
-            for res, hi in spec.max.items():
-                phi = parent.max.get(res)
-                if phi is not None and hi > phi:
-                    raise QuotaError(
-                        "QUOTA_MAX_EXCEEDS_PARENT", f"max {describe(res, hi)} is above the parent's max"
-                    )
-            siblings = [self.specs[c] for c in self.children.get(spec.parent, []) if c != replacing]
-            for res, lo in spec.min.items():
-                pmin = parent.min.get(res)
-                total = lo + sum(s.min.get(res, 0) for s in siblings)
-                if pmin is not None and total > pmin:
-                    raise QuotaError(
-                        "QUOTA_MIN_EXCEEDS_PARENT",
-                        f"the children's min of {res} ({describe(res, total)}) would exceed the parent's "
-                        f"min ({describe(res, pmin)})",
-                    )
+            self._check_against_parent(spec, replacing)
         if replacing:
-            children = [self.specs[c] for c in self.children.get(replacing, [])]
-            for res, lo in spec.min.items():
-                total = sum(c.min.get(res, 0) for c in children)
-                if total > lo:
-                    raise QuotaError(
-                        "QUOTA_MIN_EXCEEDS_PARENT",
-                        f"the children's min of {res} ({describe(res, total)}) would exceed this min",
-                    )
-            for child in self.children.get(replacing, []):
-                c = self.specs[child]
-                for res, hi in c.max.items():
-                    mine = spec.max.get(res)
-                    if mine is not None and hi > mine:
-                        raise QuotaError(
-                            "QUOTA_MAX_EXCEEDS_PARENT", f"child {child} has a larger max of {res}"
-                        )
+            self._check_against_children(spec, replacing)
         if spec.workspace:
             for other in self.by_workspace.get(spec.workspace, []):
                 if other != replacing and other != spec.name:
-                    raise QuotaError(
+                    raise FailedPrecondition(
                         "WORKSPACE_QUOTA_ALREADY_EXISTS",
                         f"{spec.workspace} already has quota {other} in this resource group",
+                        quota=spec.name,
+                    )
+
+    def _check_against_parent(self, spec: QuotaSpec, replacing: str | None) -> None:
+        """A child's max stays within its parent's; the children's mins add up to at most its min."""
+        parent = self.specs[spec.parent]
+        for res, hi in spec.max.items():
+            phi = parent.max.get(res)
+            if phi is not None and hi > phi:
+                raise FailedPrecondition(
+                    "QUOTA_MAX_EXCEEDS_PARENT",
+                    f"max {describe(res, hi)} is above the parent's max",
+                    quota=spec.name,
+                )
+        siblings = [self.specs[c] for c in self.children.get(spec.parent, []) if c != replacing]
+        for res, lo in spec.min.items():
+            pmin = parent.min.get(res)
+            total = lo + sum(s.min.get(res, 0) for s in siblings)
+            if pmin is not None and total > pmin:
+                raise FailedPrecondition(
+                    "QUOTA_MIN_EXCEEDS_PARENT",
+                    f"the children's min of {res} ({describe(res, total)}) would exceed the parent's "
+                    f"min ({describe(res, pmin)})",
+                    quota=spec.name,
+                )
+
+    def _check_against_children(self, spec: QuotaSpec, replacing: str) -> None:
+        """A new version of a quota keeps room for its children's mins and maxes."""
+        children = [self.specs[c] for c in self.children.get(replacing, [])]
+        for res, lo in spec.min.items():
+            total = sum(c.min.get(res, 0) for c in children)
+            if total > lo:
+                raise FailedPrecondition(
+                    "QUOTA_MIN_EXCEEDS_PARENT",
+                    f"the children's min of {res} ({describe(res, total)}) would exceed this min",
+                    quota=spec.name,
+                )
+        for child in self.children.get(replacing, []):
+            c = self.specs[child]
+            for res, hi in c.max.items():
+                mine = spec.max.get(res)
+                if mine is not None and hi > mine:
+                    raise FailedPrecondition(
+                        "QUOTA_MAX_EXCEEDS_PARENT",
+                        f"child {child} has a larger max of {res}",
+                        quota=spec.name,
                     )
 
     def put(self, spec: QuotaSpec) -> None:

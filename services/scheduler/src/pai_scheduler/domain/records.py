@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from pai_common.errors import bad_request
+from pai_scheduler.domain.capacity import NodeInfo, Policy
 from pai_scheduler.domain.quota import QuotaSpec
-from pai_scheduler.domain.scheduling import NodeInfo, Policy
 
 
 @dataclass
@@ -84,3 +85,10 @@ class QuotaRecord:
     @property
     def resource_group(self) -> str:
         return self.spec.name.split("/")[1]
+
+
+def check_gpu_indices(gpus: list[Gpu]) -> None:
+    """A node's cards are numbered 0..n-1, each once; INVALID_NODE_GPUS on `node.gpus` otherwise."""
+    indices = [g.index for g in gpus]
+    if sorted(indices) != list(range(len(indices))):
+        raise bad_request("node.gpus", "GPU indices must be 0..n-1, each once", "INVALID_NODE_GPUS")

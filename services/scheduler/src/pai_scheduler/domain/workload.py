@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pai_common.errors import FailedPrecondition, bad_request
 from pai_scheduler.domain.quota import CPU, GPU, MEMORY, Amounts, gpu_model_key
 from pai_scheduler.domain.resources import GPU_MILLI, PodRequest
 
@@ -34,12 +36,6 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
     State.PREEMPTED: frozenset({State.PENDING, State.FINISHED}),
     State.FINISHED: frozenset(),
 }
-
-
-class IllegalTransition(ValueError):
-    def __init__(self, name: str, current: State, target: State) -> None:
-        super().__init__(f"{name} is {current}; it cannot become {target}")
-        self.current, self.target = current, target
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +72,19 @@ class PodSet:
     @property
     def pod_gpu_milli(self) -> int:
         return self.gpu_count * GPU_MILLI if self.gpu_count else self.gpu_milli
+
+
+def check_pod_sets(pod_sets: Sequence[tuple[str, int, int]]) -> None:
+    """Pod sets as asked for, `(name, gpu_count, gpu_milli)`: names are unique, and a set asks for
+    whole cards or a share of one, not both; INVALID_POD_SET otherwise."""
+    names = [name for name, _, _ in pod_sets]
+    if len(set(names)) != len(names):
+        raise bad_request("workload.pod_sets", "pod set names must be unique", "INVALID_POD_SET")
+    for i, (_, gpu_count, gpu_milli) in enumerate(pod_sets):
+        if gpu_count > 1 and gpu_milli:
+            raise bad_request(
+                f"workload.pod_sets[{i}]", "set gpu_count or gpu_milli, not both", "INVALID_POD_SET"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +153,14 @@ class Workload:
         return self.state in HOLDING
 
     def transition(self, target: State) -> State:
+        """Move to `target`, returning the state before; FAILED_PRECONDITION when not allowed."""
         if target not in _TRANSITIONS[self.state]:
-            raise IllegalTransition(self.name, self.state, target)
+            raise FailedPrecondition(
+                "ILLEGAL_STATE_TRANSITION",
+                f"{self.name} is {self.state}; it cannot become {target}",
+                workload=self.name,
+                state=str(self.state),
+            )
         previous, self.state = self.state, target
         return previous
 
