@@ -37,6 +37,7 @@ lint: install gen
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(TYPED)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) tools/check_sizes.py
 	$(MAKE) --no-print-directory buf-check
 
