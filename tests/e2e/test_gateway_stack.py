@@ -115,16 +115,19 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     code, nodes = get(f"http://{envoy}/api/v1/resourceGroups/local/nodes", credentials["api_key"])
     assert code == 200 and nodes["nodes"][0]["source"] == "LOCAL"
     assert int(nodes["nodes"][0]["cpuMilli"]) >= 1000
-    # and the CLI reaches it through Envoy too: a quota for the default workspace, then the queue
-    made = pai(home, "quota", "create", "local/default", "--workspace", "default", "--max", "cpu=1")
-    assert made.returncode == 0, made.stdout + made.stderr
+    # a new user's first job needs no quota step: the default workspace may use the whole machine
+    job = pai(home, "job", "submit", "hello", "--command", f"{sys.executable} -c 'print(6 * 7)'", "--wait")
+    assert job.returncode == 0 and "SUCCEEDED" in job.stdout, job.stdout + job.stderr
+    # ... through the quota the scheduler gave it on its first start, as the CLI shows through Envoy
+    quotas = pai(home, "quota", "list", "--output", "json")
+    assert quotas.returncode == 0, quotas.stdout + quotas.stderr
+    (default,) = json.loads(quotas.stdout)
+    assert default["workspace"] == "workspaces/default" and not default.get("min")
+    assert int(default["max"]["cpuMilli"]) == int(nodes["nodes"][0]["cpuMilli"])
     listed = pai(home, "node", "list", "--output", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout)[0]["source"] == "LOCAL"
     queue = pai(home, "queue", "list")
     assert queue.returncode == 0, queue.stdout + queue.stderr
-    # a training job through Envoy: dlc asks the scheduler for the quota's core and runs the replica
-    job = pai(home, "job", "submit", "hello", "--command", f"{sys.executable} -c 'print(6 * 7)'", "--wait")
-    assert job.returncode == 0 and "SUCCEEDED" in job.stdout, job.stdout + job.stderr
     logs = pai(home, "job", "logs", "hello")
     assert logs.returncode == 0 and "[worker-0] 42" in logs.stdout, logs.stdout + logs.stderr
     code, body = get(url, None)

@@ -37,6 +37,7 @@ SERVICES: Mapping[str, ServiceSpec] = {
 # Only what is implemented starts by default; auth first, since every other service asks it.
 DEFAULT_SERVICES: tuple[str, ...] = ("auth", "scheduler", "lineage", "dlc", "gateway", "envoy")
 AUTH = "auth"
+SCHEDULER = "scheduler"
 # Services that call other pai services as themselves, not only for a user's request.
 CALLERS: tuple[str, ...] = ("dlc",)
 

@@ -29,7 +29,7 @@ from pai_local.ports import (
     port_is_free,
     split_address,
 )
-from pai_local.settings import AUTH, CALLERS, Settings, endpoint_var, listen_var
+from pai_local.settings import AUTH, CALLERS, SCHEDULER, Settings, endpoint_var, listen_var
 from pai_local.supervised import ChildConfig, SupervisedChild
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -255,6 +255,10 @@ class Stack:
         if plan.name == AUTH and self._bootstrap is not None and self._bootstrap.api_key:
             # auth ignores it once bootstrapped; passing it always keeps credentials and auth in step.
             env["PAI_BOOTSTRAP_ADMIN_KEY"] = self._bootstrap.api_key
+        if plan.name == SCHEDULER and AUTH in self._plans:
+            # auth's first start makes workspace `default`: on one machine it may use all of it, so a
+            # new user's first job needs no quota step (the scheduler adds it only to a group with none).
+            env.setdefault("PAI_SCHEDULER_DEFAULT_QUOTA_WORKSPACE", "default")
         if plan.name in CALLERS and self._bootstrap is not None and self._bootstrap.api_key:
             # Services that call other services on their own behalf (dlc asks the scheduler for
             # capacity and reports how jobs end) act as the platform admin on one machine.

@@ -29,7 +29,7 @@ from pai_scheduler.api.stats import StatsServicer
 from pai_scheduler.api.workloads import WorkloadServicer
 from pai_scheduler.app.engine import Scheduler
 from pai_scheduler.app.groups import ResourceGroups
-from pai_scheduler.app.local import register_local_machine
+from pai_scheduler.app.local import give_default_quota, register_local_machine
 from pai_scheduler.app.nodes import Nodes
 from pai_scheduler.app.quotas import Quotas
 from pai_scheduler.app.stats import Stats
@@ -68,7 +68,12 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         await scheduler.load()
         local = str(settings.get("local_node", "true")).lower() in ("1", "true", "yes")
         if local:
-            await register_local_machine(scheduler, str(settings.get("local_group", "local")))
+            group = str(settings.get("local_group", "local"))
+            first_start = group not in scheduler.groups
+            await register_local_machine(scheduler, group)
+            workspace = str(settings.get("default_quota_workspace") or "")
+            if first_start and workspace:  # `make up`: the default workspace may use the whole machine
+                await give_default_quota(scheduler, group, workspace)
 
         workloads = Workloads(scheduler)  # it holds the creates waiting for their group commit
         if authorizer is None:

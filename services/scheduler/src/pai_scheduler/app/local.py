@@ -7,7 +7,9 @@ import logging
 from pai_scheduler.app.engine import Scheduler
 from pai_scheduler.app.groups import ResourceGroups
 from pai_scheduler.app.nodes import Nodes, node_record
-from pai_scheduler.domain.records import NodeRecord, ResourceGroup
+from pai_scheduler.app.quotas import Quotas
+from pai_scheduler.domain.quota import CPU, GPU, MEMORY, QuotaSpec
+from pai_scheduler.domain.records import NodeRecord, QuotaRecord, ResourceGroup
 from pai_scheduler.inventory import detect_local
 
 log = logging.getLogger(__name__)
@@ -33,3 +35,22 @@ async def register_local_machine(scheduler: Scheduler, group_id: str) -> NodeRec
         return existing or record
     log.info("local node %s: %d cpu, %d GPUs", spec.node_id, spec.cpu_milli // 1000, len(spec.gpus))
     return scheduler.nodes[group_id][spec.node_id]
+
+
+async def give_default_quota(scheduler: Scheduler, group_id: str, workspace: str) -> QuotaRecord | None:
+    """A quota for `workspace` (`make up` names `default`) covering the whole group, so that a new
+    user's first job runs without a quota step: nothing guaranteed (min 0), everything allowed (max =
+    the group's CPU, memory and GPUs). Called when the group is made, on the first start only: a quota
+    an admin changes or removes later stays as they left it."""
+    prefix = f"resourceGroups/{group_id}/quotas/"
+    capacity = scheduler.engines[group_id].quotas.capacity
+    ws = workspace.removeprefix("workspaces/")
+    spec = QuotaSpec(
+        name=f"{prefix}{ws}",
+        workspace=f"workspaces/{ws}",
+        max={r: amount for r in (CPU, MEMORY, GPU) if (amount := capacity.get(r, 0))},
+    )
+    record = QuotaRecord(spec, "", f"{ws} (this machine)", "all of this machine; created on the first start")
+    await Quotas(scheduler).create(record, f"default-quota-{group_id}-{ws}")
+    log.info("quota %s: workspace %s may use the whole group %s", spec.name, ws, group_id)
+    return scheduler.quotas[spec.name]
