@@ -62,9 +62,8 @@ async def test_without_the_setting_no_quota_is_made(
     key = api_key()
     common = (tmp_path / "home", database, nats_server.url)
     async with build_auth(service_settings("auth", *common, ""), bootstrap_key=key) as auth:
-        async with build_scheduler(
-            service_settings("scheduler", *common, auth.address, local_node="true")
-        ) as app:
+        plain = service_settings("scheduler", *common, auth.address, local_node="true")
+        async with build_scheduler(plain) as app:
             client = Client(app.address, key)
             listed = await client.quotas.ListQuotas(
                 quota_pb2.ListQuotasRequest(parent="resourceGroups/local")
