@@ -53,3 +53,22 @@ def apply(target: Message, given: Message, fields: Iterable[str]) -> None:
                 target.ClearField(name)
         else:
             setattr(target, name, value)
+
+
+DESCRIPTIVE = ("display_name", "description", "labels")
+
+
+def assign(target: object, given: Message, fields: Iterable[str], names: Iterable[str] = DESCRIPTIVE) -> None:
+    """Set each of `names` that an Update names in `fields` on a domain object from the request's
+    message (an Update after `paths`): maps become dicts, repeated fields lists, scalars as they are."""
+    chosen = set(fields)
+    for name in names:
+        if name not in chosen:
+            continue
+        descriptor = given.DESCRIPTOR.fields_by_name[name]
+        value = getattr(given, name)
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            value = dict(value)
+        elif descriptor.is_repeated:
+            value = list(value)
+        setattr(target, name, value)

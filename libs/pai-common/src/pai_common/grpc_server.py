@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,18 @@ class Servicer:
     name: str  # full service name, e.g. pai.auth.v1.IdentityService
     implementation: object
     register: Callable[[Any, grpc.aio.Server], None]
+
+    @classmethod
+    def of(cls, implementation: object) -> Servicer:
+        """The servicer of `implementation`, a subclass of a generated `<Service>Servicer`: the name and
+        the register function follow from that class (a proto package is its Python module path)."""
+        for base in type(implementation).__mro__:
+            module = sys.modules.get(base.__module__)
+            register = getattr(module, f"add_{base.__name__}_to_server", None)
+            if register is not None and base.__module__.endswith("_pb2_grpc"):
+                package = base.__module__.rsplit(".", 1)[0]
+                return cls(f"{package}.{base.__name__.removesuffix('Servicer')}", implementation, register)
+        raise TypeError(f"{type(implementation).__name__} implements no generated gRPC service")
 
 
 class GrpcServer:

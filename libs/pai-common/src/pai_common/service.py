@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pai_common import config, db, events, telemetry
 from pai_common.config import Settings
 from pai_common.grpc_client import channel
+from pai_common.grpc_server import stop_event
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
 from pai_common.remote_auth import RemoteAuthorizer
@@ -44,6 +45,18 @@ def main(service: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         logging.getLogger(f"pai_{service}").exception("%s failed to start", service)
         print(f"pai {service}: failed: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def serve(service: str, build: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]]) -> None:
+    """`python -m pai_<service>`: build the service from its settings, serve until SIGTERM or Ctrl-C."""
+
+    async def run() -> None:
+        async with build(configure(service)) as app:
+            print(f"pai {service}: serving on {app.address}", flush=True)
+            await stop_event().wait()
+            logging.getLogger(f"pai_{service}").info("shutting down")
+
+    main(service, run)
 
 
 @dataclass

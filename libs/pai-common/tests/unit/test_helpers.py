@@ -55,6 +55,26 @@ def test_field_masks() -> None:
     assert caught.value.reason == "INVALID_UPDATE_MASK"
 
 
+def test_field_mask_assign_sets_only_the_named_fields_on_a_domain_object() -> None:
+    import dataclasses
+
+    from pai.scheduler.v1 import node_pb2
+
+    @dataclasses.dataclass
+    class Node:
+        display_name: str = "old"
+        labels: dict[str, str] = dataclasses.field(default_factory=lambda: {"a": "1"})
+        cpu_milli: int = 8000
+
+    given = node_pb2.Node(display_name="new", labels={"b": "2"}, cpu_milli=0)
+    node = Node()
+    fieldmask.assign(node, given, {"labels", "cpu_milli"}, ("display_name", "labels", "cpu_milli"))
+    assert node == Node(display_name="old", labels={"b": "2"}, cpu_milli=0)
+    assert type(node.labels) is dict  # a copy, not the message's map
+    fieldmask.assign(node, given, {"display_name"})
+    assert node.display_name == "new"
+
+
 def test_field_mask_apply_replaces_maps_lists_and_messages_whole() -> None:
     from pai.dlc.v1 import job_pb2, job_spec_pb2
 

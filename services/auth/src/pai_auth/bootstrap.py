@@ -8,15 +8,8 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from envoy.service.auth.v3 import external_auth_pb2_grpc
 from nats.aio.client import Client as NATS
 
-from pai.auth.v1 import (
-    audit_pb2_grpc,
-    authorization_pb2_grpc,
-    identity_pb2_grpc,
-    workspace_pb2_grpc,
-)
 from pai_auth.api.caller import LocalAuthorizer
 from pai_auth.api.ext_authz import EnvoyAuthorizationServicer
 from pai_auth.api.servicers import (
@@ -97,31 +90,11 @@ async def build(settings: Settings, *, bootstrap_key: str = "") -> AsyncIterator
 def servicers(uow: UnitOfWorkFactory, access: AccessUseCases, audit: AuditUseCases) -> list[Servicer]:
     """What auth serves: its own four services and Envoy's ext_authz."""
     return [
-        Servicer(
-            "pai.auth.v1.IdentityService",
-            IdentityServicer(IdentityUseCases(uow)),
-            identity_pb2_grpc.add_IdentityServiceServicer_to_server,
-        ),
-        Servicer(
-            "pai.auth.v1.WorkspaceService",
-            WorkspaceServicer(WorkspaceUseCases(uow)),
-            workspace_pb2_grpc.add_WorkspaceServiceServicer_to_server,
-        ),
-        Servicer(
-            "pai.auth.v1.AuthorizationService",
-            AuthorizationServicer(access),
-            authorization_pb2_grpc.add_AuthorizationServiceServicer_to_server,
-        ),
-        Servicer(
-            "pai.auth.v1.AuditService",
-            AuditServicer(audit),
-            audit_pb2_grpc.add_AuditServiceServicer_to_server,
-        ),
-        Servicer(
-            "envoy.service.auth.v3.Authorization",
-            EnvoyAuthorizationServicer(access),
-            external_auth_pb2_grpc.add_AuthorizationServicer_to_server,
-        ),
+        Servicer.of(IdentityServicer(IdentityUseCases(uow))),
+        Servicer.of(WorkspaceServicer(WorkspaceUseCases(uow))),
+        Servicer.of(AuthorizationServicer(access)),
+        Servicer.of(AuditServicer(audit)),
+        Servicer.of(EnvoyAuthorizationServicer(access)),
     ]
 
 

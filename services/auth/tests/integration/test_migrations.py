@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-
 from pai_auth.bootstrap import MIGRATIONS
 from pai_auth.db.rows import Base
 from pai_common import db
@@ -13,16 +9,4 @@ from pai_common import db
 
 async def test_migrations_match_models_and_reapply(database: tuple[str, str]) -> None:
     url, schema = database
-    engine = db.create_engine(url, schema)
-    await db.ensure_schema(engine, schema)
-    await db.migrate(engine, MIGRATIONS, "alembic_version_auth")
-    await db.migrate(engine, MIGRATIONS, "alembic_version_auth")  # idempotent on every start
-
-    def diff(conn: sa.Connection) -> list[object]:
-        context = MigrationContext.configure(conn, opts={"version_table": "alembic_version_auth"})
-        return list(compare_metadata(context, Base.metadata))
-
-    async with engine.connect() as conn:
-        differences = await conn.run_sync(diff)
-    await engine.dispose()
-    assert differences == []
+    assert await db.migration_drift(url, schema, MIGRATIONS, Base.metadata, "auth") == []

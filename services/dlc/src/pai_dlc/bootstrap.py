@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 
-from pai.dlc.v1 import job_pb2_grpc, sweep_pb2_grpc
 from pai_common import service
 from pai_common.config import Settings
 from pai_common.consumer import Consumer
@@ -152,16 +151,8 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         server = GrpcServer(
             settings.listen,
             [
-                Servicer(
-                    "pai.dlc.v1.JobService",
-                    JobServicer(core.jobs),
-                    job_pb2_grpc.add_JobServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.dlc.v1.SweepService",
-                    SweepServicer(core.sweeps),
-                    sweep_pb2_grpc.add_SweepServiceServicer_to_server,
-                ),
+                Servicer.of(JobServicer(core.jobs)),
+                Servicer.of(SweepServicer(core.sweeps)),
             ],
             domain=DOMAIN,
             authorizer=authorizer or service.remote_authorizer(stack, settings),

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pai.lineage.v1 import dataset_pb2_grpc, lineage_pb2_grpc, model_pb2_grpc
 from pai_common import service
 from pai_common.config import Settings
 from pai_common.consumer import Consumer
@@ -77,21 +76,9 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         server = GrpcServer(
             settings.listen,
             [
-                Servicer(
-                    "pai.lineage.v1.DatasetService",
-                    DatasetServicer(datasets),
-                    dataset_pb2_grpc.add_DatasetServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.lineage.v1.ModelRegistryService",
-                    ModelRegistryServicer(models),
-                    model_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.lineage.v1.LineageService",
-                    LineageServicer(lineage),
-                    lineage_pb2_grpc.add_LineageServiceServicer_to_server,
-                ),
+                Servicer.of(DatasetServicer(datasets)),
+                Servicer.of(ModelRegistryServicer(models)),
+                Servicer.of(LineageServicer(lineage)),
             ],
             domain=DOMAIN,
             authorizer=authorizer,

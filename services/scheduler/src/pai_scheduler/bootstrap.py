@@ -10,13 +10,6 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 
-from pai.scheduler.v1 import (
-    node_pb2_grpc,
-    quota_pb2_grpc,
-    resource_group_pb2_grpc,
-    stats_pb2_grpc,
-    workload_pb2_grpc,
-)
 from pai_common import service
 from pai_common.config import Settings
 from pai_common.grpc_server import GrpcServer, Servicer
@@ -81,31 +74,11 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         server = GrpcServer(
             settings.listen,
             [
-                Servicer(
-                    "pai.scheduler.v1.ResourceGroupService",
-                    ResourceGroupServicer(ResourceGroups(scheduler)),
-                    resource_group_pb2_grpc.add_ResourceGroupServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.scheduler.v1.NodeService",
-                    NodeServicer(Nodes(scheduler)),
-                    node_pb2_grpc.add_NodeServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.scheduler.v1.QuotaService",
-                    QuotaServicer(Quotas(scheduler)),
-                    quota_pb2_grpc.add_QuotaServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.scheduler.v1.WorkloadService",
-                    WorkloadServicer(workloads),
-                    workload_pb2_grpc.add_WorkloadServiceServicer_to_server,
-                ),
-                Servicer(
-                    "pai.scheduler.v1.SchedulerStatsService",
-                    StatsServicer(Stats(scheduler)),
-                    stats_pb2_grpc.add_SchedulerStatsServiceServicer_to_server,
-                ),
+                Servicer.of(ResourceGroupServicer(ResourceGroups(scheduler))),
+                Servicer.of(NodeServicer(Nodes(scheduler))),
+                Servicer.of(QuotaServicer(Quotas(scheduler))),
+                Servicer.of(WorkloadServicer(workloads)),
+                Servicer.of(StatsServicer(Stats(scheduler))),
             ],
             domain=DOMAIN,
             authorizer=authorizer,

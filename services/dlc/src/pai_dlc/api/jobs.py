@@ -70,12 +70,7 @@ class JobServicer(JobObservation, job_pb2_grpc.JobServiceServicer):
         given = request.job
 
         def change(job: Job) -> None:
-            if "display_name" in fields:
-                job.display_name = given.display_name
-            if "description" in fields:
-                job.description = given.description
-            if "labels" in fields:
-                job.labels = dict(given.labels)
+            fieldmask.assign(job, given, fields)
 
         # only the caller's etag is checked: the reconciler moves a job on its own all the time
         return mapping.job_to(await self.jobs.update(given.name, given.etag, change))

@@ -56,12 +56,7 @@ class SweepServicer(sweep_pb2_grpc.SweepServiceServicer):
         given = request.sweep
 
         def change(s: Sweep) -> None:
-            if "display_name" in fields:
-                s.display_name = given.display_name
-            if "description" in fields:
-                s.description = given.description
-            if "labels" in fields:
-                s.labels = dict(given.labels)
+            fieldmask.assign(s, given, fields)
 
         return mapping.sweep_to(await self.sweeps.update(given.name, given.etag, change))
 

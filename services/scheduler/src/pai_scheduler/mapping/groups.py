@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import resource_group_pb2
+from pai_common import fieldmask
 from pai_common.etags import etag_of
 from pai_common.wire import duration, ts
 from pai_scheduler.domain.capacity import Policy
@@ -54,12 +55,7 @@ def group_update(m: resource_group_pb2.ResourceGroup, fields: Set[str]) -> Calla
     """What UpdateResourceGroup changes: the `fields` of `m` (a policy's unset parts keep theirs)."""
 
     def change(g: ResourceGroup) -> None:
-        if "display_name" in fields:
-            g.display_name = m.display_name
-        if "description" in fields:
-            g.description = m.description
-        if "labels" in fields:
-            g.labels = dict(m.labels)
+        fieldmask.assign(g, m, fields)
         if "scheduling_policy" in fields:
             g.policy = policy_from(m.scheduling_policy, g.policy)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import node_pb2
+from pai_common import fieldmask
 from pai_common.etags import etag_of
 from pai_common.wire import ts
 from pai_scheduler.domain.quota import CPU, GPU, MEMORY, Amounts
@@ -85,14 +86,7 @@ def node_update(m: node_pb2.Node, fields: Set[str]) -> Callable[[NodeRecord], No
     """What UpdateNode changes: the `fields` of `m`."""
 
     def change(n: NodeRecord) -> None:
-        if "display_name" in fields:
-            n.display_name = m.display_name
-        if "labels" in fields:
-            n.labels = dict(m.labels)
-        if "cpu_milli" in fields:
-            n.cpu_milli = m.cpu_milli
-        if "memory_bytes" in fields:
-            n.memory_bytes = m.memory_bytes
+        fieldmask.assign(n, m, fields, ("display_name", "labels", "cpu_milli", "memory_bytes"))
         if "gpus" in fields:
             n.gpus = gpus_from(m)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import quota_pb2
+from pai_common import fieldmask
 from pai_common.etags import etag_of
 from pai_common.wire import ts
 from pai_scheduler.domain.quota import QuotaSpec
@@ -51,11 +52,7 @@ def quota_update(m: quota_pb2.Quota, fields: Set[str]) -> Callable[[QuotaRecord]
                 setattr(q.spec, f, getattr(given, f))
         if "preemption_policy" in fields:
             q.spec.reclaim, q.spec.within_quota = given.reclaim, given.within_quota
-        for f in ("display_name", "description"):
-            if f in fields:
-                setattr(q, f, getattr(m, f))
-        if "labels" in fields:
-            q.labels = dict(m.labels)
+        fieldmask.assign(q, m, fields)
 
     return change
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import workload_pb2
+from pai_common import fieldmask
 from pai_common.etags import etag_of
 from pai_common.wire import duration, ts
 from pai_scheduler.domain.explain import Explanation, PendingDetail
@@ -79,10 +80,7 @@ def workload_update(m: workload_pb2.Workload, fields: Set[str]) -> WorkloadChang
     """What UpdateWorkload changes: the `fields` of `m`."""
 
     def change(w: Workload) -> int | None:
-        if "display_name" in fields:
-            w.display_name = m.display_name
-        if "labels" in fields:
-            w.labels = dict(m.labels)
+        fieldmask.assign(w, m, fields, ("display_name", "labels"))
         return m.priority if "priority" in fields else None
 
     return change

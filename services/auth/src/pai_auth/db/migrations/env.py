@@ -1,18 +1,6 @@
 """Alembic environment for auth: runs on the connection the service hands over at start."""
 
-from __future__ import annotations
-
-from alembic import context
-
 from pai_auth.db.rows import Base
+from pai_common.db import migration_env
 
-config = context.config
-connection = config.attributes["connection"]
-context.configure(
-    connection=connection,
-    target_metadata=Base.metadata,
-    version_table=config.attributes.get("version_table", "alembic_version_auth"),
-    render_as_batch=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+migration_env(Base.metadata, "auth")
