@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pai_common import config, db, events, telemetry
 from pai_common.config import Settings
 from pai_common.grpc_client import channel
-from pai_common.grpc_server import stop_event
+from pai_common.grpc_server import GrpcServer, stop_event
 from pai_common.principal import Authorizer
 from pai_common.relay import Relay
 from pai_common.remote_auth import RemoteAuthorizer
@@ -57,6 +57,20 @@ def serve(service: str, build: Callable[[Settings], contextlib.AbstractAsyncCont
             logging.getLogger(f"pai_{service}").info("shutting down")
 
     main(service, run)
+
+
+@dataclass
+class Running:
+    """What every running service has (each extends it with its own parts), for `__main__` and tests."""
+
+    settings: Settings
+    server: GrpcServer
+    relay: Relay
+    nats: NATS
+
+    @property
+    def address(self) -> str:
+        return self.server.address
 
 
 @dataclass

@@ -8,8 +8,6 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from nats.aio.client import Client as NATS
-
 from pai_auth.api.caller import LocalAuthorizer
 from pai_auth.api.ext_authz import EnvoyAuthorizationServicer
 from pai_auth.api.servicers import (
@@ -30,7 +28,6 @@ from pai_common.calls import CallInfo
 from pai_common.config import Settings
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.interceptors import CompletionHook
-from pai_common.relay import Relay
 
 log = logging.getLogger(__name__)
 DOMAIN = "auth.pai.dev"
@@ -38,20 +35,12 @@ MIGRATIONS = pathlib.Path(__file__).parent / "db" / "migrations"
 
 
 @dataclass
-class AuthApp:
+class AuthApp(service.Running):
     """The running service: its server, stores and workers, for `__main__` and the tests."""
 
-    settings: Settings
-    server: GrpcServer
-    relay: Relay
-    nats: NATS
     uow: UnitOfWorkFactory
     access: AccessUseCases
     admin_key: str | None  # set only on the first start, when a key was created
-
-    @property
-    def address(self) -> str:
-        return self.server.address
 
 
 @contextlib.asynccontextmanager

@@ -9,15 +9,12 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from nats.aio.client import Client as NATS
-
 from pai_common import service
 from pai_common.config import Settings
 from pai_common.consumer import Consumer
 from pai_common.grpc_client import channel
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
-from pai_common.relay import Relay
 from pai_dlc.adapters.lineage import GrpcDatasets
 from pai_dlc.adapters.scheduler import GrpcScheduler
 from pai_dlc.api.jobs import JobServicer
@@ -43,23 +40,15 @@ DOMAIN = "dlc.pai.dev"  # the ErrorInfo domain of dlc's errors (its errors.proto
 
 
 @dataclass
-class DlcApp:
+class DlcApp(service.Running):
     """The running service, for `__main__` and the tests."""
 
-    settings: Settings
-    server: GrpcServer
-    relay: Relay
-    nats: NATS
     uows: UnitOfWorkFactory
     jobs: JobUseCases
     sweeps: SweepUseCases
     reconciler: Reconciler
     consumer: Consumer
     lineage_consumer: Consumer
-
-    @property
-    def address(self) -> str:
-        return self.server.address
 
 
 def storage_root(settings: Settings) -> pathlib.Path:

@@ -8,7 +8,6 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pai_common import service
@@ -16,7 +15,6 @@ from pai_common.config import Settings
 from pai_common.consumer import Consumer
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
-from pai_common.relay import Relay
 from pai_lineage.api.servicers import DatasetServicer, LineageServicer, ModelRegistryServicer
 from pai_lineage.app.artifacts import Files
 from pai_lineage.app.datasets import Datasets
@@ -30,19 +28,11 @@ DOMAIN = "lineage.pai.dev"
 
 
 @dataclass
-class LineageApp:
+class LineageApp(service.Running):
     """The running service, for `__main__` and the tests."""
 
-    settings: Settings
-    server: GrpcServer
     engine: AsyncEngine
-    relay: Relay
-    nats: NATS
     consumer: Consumer
-
-    @property
-    def address(self) -> str:
-        return self.server.address
 
 
 def files(settings: Settings) -> Files:
@@ -89,4 +79,4 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         stack.push_async_callback(consumer.stop)
         await server.start()
         stack.push_async_callback(server.stop)
-        yield LineageApp(settings, server, base.engine, base.relay, base.nats, consumer)
+        yield LineageApp(settings, server, base.relay, base.nats, base.engine, consumer)

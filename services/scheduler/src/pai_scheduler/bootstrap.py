@@ -8,13 +8,10 @@ import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from nats.aio.client import Client as NATS
-
 from pai_common import service
 from pai_common.config import Settings
 from pai_common.grpc_server import GrpcServer, Servicer
 from pai_common.principal import Authorizer
-from pai_common.relay import Relay
 from pai_scheduler.api.nodes import NodeServicer
 from pai_scheduler.api.quotas import QuotaServicer
 from pai_scheduler.api.resource_groups import ResourceGroupServicer
@@ -36,18 +33,10 @@ MIGRATIONS = pathlib.Path(__file__).parent / "db" / "migrations"
 
 
 @dataclass
-class SchedulerApp:
+class SchedulerApp(service.Running):
     """The running service, for `__main__` and the tests."""
 
-    settings: Settings
-    server: GrpcServer
-    relay: Relay
-    nats: NATS
     scheduler: Scheduler
-
-    @property
-    def address(self) -> str:
-        return self.server.address
 
 
 @contextlib.asynccontextmanager
