@@ -8,8 +8,7 @@ consumer's inbox transaction (`joined(conn)`), so the handling and the inbox ent
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING
 
 from pai.lineage.v1 import events_pb2 as lineage_events
 from pai_common.consumer import Event
@@ -19,8 +18,11 @@ from pai_dlc.mapping import outputs
 from pai_dlc.mapping.scheduler import SUBJECTS as SCHEDULER_SUBJECTS
 from pai_dlc.mapping.scheduler import owned_workload
 
+if TYPE_CHECKING:  # the consumer hands over its inbox transaction's connection; only its type is named here
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 LINEAGE_SUBJECTS = ("pai.lineage.model_version.created",)
-Joined = Callable[[AsyncConnection], UnitOfWork]
+Joined = Callable[["AsyncConnection"], UnitOfWork]
 
 __all__ = ["LINEAGE_SUBJECTS", "SCHEDULER_SUBJECTS", "LineageHandler", "SchedulerHandler"]
 
