@@ -122,7 +122,8 @@ def test_default_stack_serves_through_envoy_and_survives_the_control_plane(stack
     quotas = pai(home, "quota", "list", "--output", "json")
     assert quotas.returncode == 0, quotas.stdout + quotas.stderr
     (default,) = json.loads(quotas.stdout)
-    assert default["workspace"] == "workspaces/default" and not default.get("min")
+    assert default["workspace"] == "workspaces/default"
+    assert not any(default.get("min", {}).values())  # nothing guaranteed, nothing held back from others
     assert int(default["max"]["cpuMilli"]) == int(nodes["nodes"][0]["cpuMilli"])
     listed = pai(home, "node", "list", "--output", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout)[0]["source"] == "LOCAL"

@@ -249,6 +249,14 @@ async def test_a_kubernetes_job_without_a_cluster_fails_with_the_reason(client: 
     done = await client.done(job.name)
     assert done.state == Job.FAILED and done.reason == "LAUNCH_FAILED", done
     assert "could not start the replicas" in done.message
+    # what a PyTorchJob cannot express is refused at launch, saying so (not as a directory problem)
+    tf = await client.submit(
+        "k8s-tf", ["python", "train.py"], code=None, engine=job_spec_pb2.JobSpec.KUBERNETES,
+        kind=job_spec_pb2.JobSpec.TENSORFLOW,
+    )  # fmt: skip
+    refused = await client.done(tf.name)
+    assert refused.reason == "LAUNCH_FAILED" and "could not start the replicas" in refused.message, refused
+    assert "TENSORFLOW" in refused.message
     with pytest.raises(grpc.aio.AioRpcError) as err:  # RAY is not configured on this server
         await client.submit("ray", ["python", "train.py"], code=None, engine=job_spec_pb2.JobSpec.RAY)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "RAY" in (err.value.details() or "")

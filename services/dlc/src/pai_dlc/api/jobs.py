@@ -91,10 +91,11 @@ class JobServicer(JobObservation, job_pb2_grpc.JobServiceServicer):
     async def ListJobEvents(
         self, request: job_pb2.ListJobEventsRequest, context: Ctx
     ) -> job_pb2.ListJobEventsResponse:
+        job = await self.jobs.get(request.parent)  # NOT_FOUND before anything about the request
         size = pagination.page_size(request.page_size)
         query = pagination.fingerprint(parent=request.parent)
         after = pagination.decode_token(request.page_token, query, int) or 0
-        rows = await self.jobs.history(request.parent, after, size + 1)
+        rows = await self.jobs.history(job, after, size + 1)
         page = rows[:size]
         token = pagination.PageToken(page[-1][0], query).encode() if len(rows) > size else ""
         return job_pb2.ListJobEventsResponse(

@@ -74,14 +74,19 @@ class Gangs:
             gang = dataclasses.replace(gang, manifest=runner.manifest(gang, spec))
         return gang
 
-    async def kill(self, job: Job, grace: float | None = None) -> None:
-        """Kill the current attempt's gang (if any) and record how each replica ended."""
+    async def kill(self, job: Job, grace: float | None = None, *, record: bool = True) -> None:
+        """Kill the current attempt's gang, and what a crashed dlc may have started of an attempt
+        without storing its handles; with `record`, say on the job how each replica ended (a gang
+        killed to restart it, or with its job deleted, keeps its statuses until the next launch)."""
+        if job.runtime.launching is not None:
+            await self.kill_unrecorded(job, job.runtime.launching)
         handles = job.runtime.handles
         if not handles:
             return
         backend = self.runner(job).backend
         await backend.kill(handles, self.options.kill_grace if grace is None else grace)
-        attempts.ended(job, backend.poll(handles), utcnow())
+        if record:
+            attempts.ended(job, backend.poll(handles), utcnow())
 
     async def kill_unrecorded(self, job: Job, attempt: int) -> None:
         """Kill the replicas of an attempt whose handles were never stored (the backend finds them)."""

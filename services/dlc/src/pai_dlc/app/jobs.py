@@ -92,8 +92,9 @@ class JobUseCases:
         try:
             await save(self.uows, job)
         except AlreadyExists:  # a concurrent create of the same name or request id won
-            earlier = await self._earlier(name, request_id)
-            if earlier is not None:
+            async with self.uows() as uow:
+                earlier = await uow.jobs.by_request_id(request_id) if request_id else None
+            if earlier is not None and earlier.name == name:
                 return earlier
             raise AlreadyExists("JOB_ALREADY_EXISTS", f"{name} already exists", job=name) from None
         self.wake()
@@ -164,8 +165,7 @@ class JobUseCases:
         async with self.uows() as uow:
             return await uow.jobs.page(workspace, after=after, limit=limit, states=states)
 
-    async def history(self, name: str, after: int, limit: int) -> list[tuple[int, Change]]:
-        job = await self.get(name)
+    async def history(self, job: Job, after: int, limit: int) -> list[tuple[int, Change]]:
         async with self.uows() as uow:
             return await uow.jobs.history(job, after=after, limit=limit)
 
@@ -246,8 +246,6 @@ class JobUseCases:
         await asyncio.to_thread(self.gangs.remove_files, job)
 
     async def _kill_everything(self, job: Job) -> None:
-        if job.runtime.launching is not None:
-            await self.gangs.kill_unrecorded(job, job.runtime.launching)
-        await self.gangs.kill(job)
+        await self.gangs.kill(job, record=False)
         job.runtime.handles = []
         job.runtime.finish = Outcome.CANCELLED

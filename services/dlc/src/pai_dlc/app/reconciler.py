@@ -96,6 +96,7 @@ class Reconciler:
                 if not self._stopping:
                     await self.step(name)
             failing.ended()
+            self._failing.pop(name, None)
         except Exception as error:  # logged once per run of failures; the next pass tries again
             failing.failed(error)
         finally:

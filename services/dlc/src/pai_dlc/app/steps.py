@@ -94,7 +94,10 @@ class Steps:
             await self.gangs.kill_unrecorded(job, attempt)
         try:
             gang = self.gangs.plan(job, attempt)
-        except (OSError, ValueError, BackendError) as e:
+        except BackendError as e:  # no such engine, or what it cannot run (a PyTorchJob's limits)
+            await self._fail_launch(job, f"could not start the replicas: {e}")
+            return
+        except (OSError, ValueError) as e:
             await self._fail_launch(job, f"could not prepare the job's directories: {e}")
             return
         attempts.begin(job, attempt)  # stored before anything starts, so a crash mid-launch is seen
@@ -129,7 +132,8 @@ class Steps:
             return
         backend = self.gangs.runner(job).backend
         new_exits = attempts.ended(job, backend.poll(job.runtime.handles), utcnow())
-        v = job.judge(utcnow(), self.gangs.quiet_seconds(job))
+        quiet = self.gangs.quiet_seconds(job) if job.spec.log_silence_timeout is not None else None
+        v = job.judge(utcnow(), quiet)
         if v.action == Action.RUN:
             if new_exits:
                 await save(self.uows, job)
@@ -157,7 +161,7 @@ class Steps:
     async def restarting(self, job: Job) -> None:
         """Kill the gang (if dlc stopped between deciding and killing) and start it again."""
         if job.runtime.handles:
-            await self.gangs.kill(job)
+            await self.gangs.kill(job, record=False)
             job.runtime.handles = []
         if await self.preempt_if_asked(job):
             return

@@ -47,6 +47,7 @@ class SweepRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = wake
+        self._failing: dict[str, Streak] = {}
 
     def kick(self) -> None:
         self._wake.set()
@@ -67,16 +68,28 @@ class SweepRunner:
             try:
                 async with self.sweeps.uows() as uow:
                     names = await uow.sweeps.names_in_states(tuple(ACTIVE_SWEEP))
-                for name in names:
-                    if self._stopping:
-                        break
-                    await self.step(name)
                 failing.ended()
-            except Exception as error:
+            except Exception as error:  # the store is down: the next pass tries again
                 failing.failed(error)
+                names = []
+            for name in names:
+                if self._stopping:
+                    break
+                await self._one(name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
+
+    async def _one(self, name: str) -> None:
+        """Step one sweep; a sweep that fails is logged (once per run of failures) and the others go on."""
+        failing = self._failing.setdefault(name, Streak(log, f"step of {name}"))
+        try:
+            await self.step(name)
+        except Exception as error:
+            failing.failed(error)
+        else:
+            failing.ended()
+            self._failing.pop(name, None)
 
     async def step(self, name: str) -> None:
         async with self.sweeps.locks(name):
@@ -100,6 +113,7 @@ class SweepRunner:
             counts = TrialCounts.of(trials, len(plan))
             if not changed and move is None and counts == s.trial_counts:
                 return
+            changed = list({seq: (seq, t, new) for seq, t, new in changed}.values())  # one write per trial
             s.trial_counts = counts
             if best is not None:
                 s.best_trial = best

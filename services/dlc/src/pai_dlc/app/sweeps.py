@@ -62,8 +62,9 @@ class SweepUseCases:
                 await uow.outbox.add(mapping.sweep_created(sweep))
                 await uow.commit()
         except AlreadyExists:  # a concurrent create of the same name or request id won
-            earlier = await self._earlier(name, request_id)
-            if earlier is not None:
+            async with self.uows() as uow:
+                earlier = await uow.sweeps.by_request_id(request_id) if request_id else None
+            if earlier is not None and earlier.name == name:
                 return earlier
             raise AlreadyExists("SWEEP_ALREADY_EXISTS", f"{name} already exists", sweep=name) from None
         self.wake()
