@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from google.protobuf.message import Message
 
-from pai_common.errors import FieldViolation, InvalidArgument
+from pai_common.errors import bad_request
 
 
 def paths(
@@ -25,11 +25,7 @@ def paths(
     unknown = [p for p in mask_paths if p not in allowed_set]
     if unknown:
         message = f"cannot update {', '.join(unknown)}; updatable: {', '.join(sorted(allowed_set))}"
-        raise InvalidArgument(
-            "INVALID_UPDATE_MASK",
-            message,
-            violations=[FieldViolation("update_mask", message)],
-        )
+        raise bad_request("update_mask", message, "INVALID_UPDATE_MASK")
     return set(mask_paths)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from pai_common.errors import FieldViolation, InvalidArgument
+from pai_common.errors import bad_request
 
 ID_PATTERN = r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?"
 _ID = re.compile(f"^{ID_PATTERN}$")
@@ -27,7 +27,7 @@ def parse(pattern: str, name: str, *, field: str = "name") -> dict[str, str]:
     match = _compile(pattern).match(name)
     if match is None:
         message = f"{name!r} is not a resource name of the form {pattern}"
-        raise InvalidArgument("INVALID_ARGUMENT", message, violations=[FieldViolation(field, message)])
+        raise bad_request(field, message)
     return match.groupdict()
 
 
