@@ -99,7 +99,7 @@ def test_collect_follows_tokens_and_honours_limit() -> None:
 
 
 def test_dataset_flag_names_a_version_or_the_latest() -> None:
-    from pai_cli.commands.jobs import dataset_version_name
+    from pai_cli.commands.specs import dataset_version_name
     from pai_cli.errors import UsageError
 
     ws = "workspaces/ml"

@@ -65,6 +65,11 @@ def render(series: Sequence[Series]) -> bytes:
                 put(*coords[0], rgb)
             for (a, b), (c, d) in itertools.pairwise(coords):
                 line(a, b, c, d, rgb)
+    return _png(width, height, pixels)
+
+
+def _png(width: int, height: int, pixels: bytearray) -> bytes:
+    """An RGB image as PNG bytes (filter 0 on every row)."""
     raw = b"".join(b"\x00" + bytes(pixels[y * width * 3 : (y + 1) * width * 3]) for y in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:

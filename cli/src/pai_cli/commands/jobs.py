@@ -1,25 +1,10 @@
-"""`pai job ...`: submit training jobs, follow them, read their logs and metrics, stop and delete them.
-
-`--code DIR` is copied under `$PAI_HOME/code/` first, so editing the directory after submitting does
-not change what the job runs (dlc reads the code from the copy).
-"""
+"""`pai job ...`: submit training jobs, follow them, read their logs and metrics, stop and delete them."""
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import shlex
-import shutil
 import sys
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
-
-import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from pai.dlc.v1 import job_pb2, job_spec_pb2, log_pb2, metric_pb2
 from pai_cli.client import collect
@@ -33,16 +18,15 @@ from pai_cli.commands.common import (
     positive_int,
     report_deleted,
 )
-from pai_cli.errors import ApiError, CliError, UsageError
+from pai_cli.commands.follow import follow
+from pai_cli.commands.specs import copy_code, load_message, spec_from_flags
+from pai_cli.errors import CliError
 from pai_cli.output import EMPTY, Column, enum, field, last_segment, timestamp, to_dict
 from pai_cli.plot import render
-from pai_cli.quantities import AmountError, parse_limits
 
 Job = job_pb2.Job
 RS = job_spec_pb2.ReplicaSpec
 TERMINAL = (Job.SUCCEEDED, Job.FAILED, Job.STOPPED)
-M = TypeVar("M", bound=Message)
-UNREACHABLE_PATIENCE = 60.0  # seconds `--wait` rides out an unreachable dlc (a restart) before giving up
 KINDS = ("pytorch", "tensorflow", "mpi", "xgboost", "custom")
 
 
@@ -97,6 +81,11 @@ def job_name(ctx: Context, value: str) -> str:
 def register(subparsers: Subparsers) -> None:
     """Add `job` to the command line."""
     job = add_group(subparsers, "job", "training jobs: submit, follow, logs, metrics, stop")
+    _register_submit(job)
+    _register_reads(job)
+
+
+def _register_submit(job: Subparsers) -> None:
     submit = add_command(job, "submit", submit_job, "submit a distributed training job")
     submit.add_argument("name", metavar="NAME", help="the job's id in the workspace")
     add_workspace_option(submit)
@@ -139,6 +128,8 @@ def register(subparsers: Subparsers) -> None:
         "--wait", action="store_true", help="follow the job until it ends; exit 0 if it succeeds"
     )
 
+
+def _register_reads(job: Subparsers) -> None:
     listing = add_command(job, "list", list_jobs, "jobs in the workspace, newest first")
     add_workspace_option(listing)
     add_limit_option(listing)
@@ -169,93 +160,15 @@ def register(subparsers: Subparsers) -> None:
     metrics.add_argument("--png", metavar="PATH", help="also draw the series into this PNG file")
 
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{what} is KEY=VALUE: {item!r}")
-        out[key] = value
-    return out
-
-
-def _copy_code(ctx: Context, source: str, name: str) -> str:
-    src = Path(source).expanduser().resolve()
-    if not src.is_dir():
-        raise UsageError(f"--code {source}: not a directory")
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-    dest = ctx.config.home / "code" / ctx.workspace.split("/")[1] / f"{name}-{stamp}"
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".git", "*.pyc"))
-    return dest.as_uri()
-
-
-def _spec_from_flags(ctx: Context, args: argparse.Namespace) -> job_spec_pb2.JobSpec:
-    if not args.command:
-        raise UsageError("--command is required (or give the whole job with -f)")
-    command = shlex.split(args.command)
-    resources = job_spec_pb2.Resources()
-    if args.resources:
-        try:
-            amounts = parse_limits(args.resources)
-        except AmountError as e:
-            raise UsageError(f"--resources: {e}") from None
-        resources.cpu_milli = amounts.cpu_milli
-        resources.memory_bytes = amounts.memory_bytes
-        if amounts.gpu_milli % 1000 == 0:
-            resources.gpu_count = amounts.gpu_milli // 1000
-        elif amounts.gpu_milli < 1000:
-            resources.gpu_milli = amounts.gpu_milli
-        else:
-            raise UsageError("--resources: gpu is whole cards, or a fraction of one card")
-    env = _pairs(args.env, "--env")
-    replicas = []
-    if args.master:
-        replicas.append(RS(role=RS.MASTER, count=1, command=command, resources=resources, env=env))
-    replicas.append(RS(role=RS.WORKER, count=args.workers, command=command, resources=resources, env=env))
-    spec = job_spec_pb2.JobSpec(
-        kind=job_spec_pb2.JobSpec.Kind.Value(args.kind.upper()),
-        replica_specs=replicas,
-        hyperparameters=_pairs(args.hp, "--hp"),
-        max_restarts=args.max_restarts,
-        priority=args.priority,
-        spot=args.spot,
-        checkpoint_uri=args.checkpoint_uri or "",
-        output_uri=args.output_uri or "",
-    )
-    if args.deadline:
-        spec.active_deadline.FromTimedelta(dt.timedelta(seconds=args.deadline))
-    if args.silence_timeout:
-        spec.log_silence_timeout.FromTimedelta(dt.timedelta(seconds=args.silence_timeout))
-    for item in args.dataset:
-        spec.data_sources.add(dataset_version=dataset_version_name(ctx.workspace, item))
-    for uri in args.data:
-        spec.data_sources.add(uri=uri if "://" in uri else Path(uri).expanduser().resolve().as_uri())
-    if args.output_model:
-        spec.output_model = ctx.in_workspace("models", args.output_model)
-    if args.code:
-        spec.code.uri = _copy_code(ctx, args.code, args.name)
-    return spec
-
-
-def dataset_version_name(workspace: str, value: str) -> str:
-    """`qa` → the latest version of dataset qa; `qa:2` → its version 2; full names stay as they are."""
-    if value.startswith("workspaces/"):
-        return value
-    name, _, version = value.partition(":")
-    if not name:
-        raise UsageError(f"--dataset is NAME or NAME:VERSION: {value!r}")
-    return f"{workspace}/datasets/{name}/versions/{version or '@latest'}"
-
-
 def submit_job(ctx: Context) -> int:
     args = ctx.args
     job = Job()
     if args.file:
         load_message(args.file, job)
         if args.code:
-            job.spec.code.uri = _copy_code(ctx, args.code, args.name)
+            job.spec.code.uri = copy_code(ctx, args.code, args.name)
     else:
-        job.spec.CopyFrom(_spec_from_flags(ctx, args))
+        job.spec.CopyFrom(spec_from_flags(ctx, args))
     client = ctx.client
     created: job_pb2.Job = client.call(
         client.jobs.CreateJob, job_pb2.CreateJobRequest(parent=ctx.workspace, job_id=args.name, job=job)
@@ -265,63 +178,6 @@ def submit_job(ctx: Context) -> int:
         return 0
     ctx.output.note(f"submitted {created.name}")
     return _follow(ctx, created.name)
-
-
-def load_message(path: str, message: Message) -> None:
-    """Fill `message` from a JSON or YAML file in the API's JSON mapping (camelCase or snake_case)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text)
-            if not isinstance(data, dict):
-                raise UsageError(f"-f {path}: expected a mapping at the top")
-            json_format.ParseDict(data, message)
-        else:
-            json_format.Parse(text, message)
-    except (OSError, ValueError, json_format.ParseError) as e:
-        raise UsageError(f"-f {path}: {e}") from None
-    except Exception as e:  # a YAML syntax error (yaml.YAMLError), without importing yaml for JSON files
-        if type(e).__module__.startswith("yaml"):
-            raise UsageError(f"-f {path}: {e}") from None
-        raise
-
-
-def follow(
-    ctx: Context,
-    read: Callable[[], M],
-    line: Callable[[M], str],
-    done: Callable[[M], bool | None],
-    columns: Sequence[Column],
-) -> int:
-    """Poll `read()` until `done` says how it ended (True: succeeded); each new `line` of progress
-    goes to stderr, the result to stdout; exit 0 on success, 1 otherwise. dlc being unreachable
-    (a restart mid-run) is ridden out for up to a minute."""
-    seen = ""
-    unreachable_since: float | None = None
-    while True:
-        try:
-            current = read()
-        except ApiError as e:
-            if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise
-            clock = time.monotonic()
-            unreachable_since = unreachable_since or clock
-            if clock - unreachable_since > UNREACHABLE_PATIENCE:
-                raise
-            ctx.output.note(f"(dlc unreachable, retrying: {e.message})")
-            time.sleep(1.0)
-            continue
-        unreachable_since = None
-        if (progress := line(current)) != seen:
-            ctx.output.note(progress)
-            seen = progress
-        outcome = done(current)
-        if outcome is not None:
-            ctx.output.resource(current, columns)
-            return 0 if outcome else 1
-        time.sleep(0.5)
 
 
 def _follow(ctx: Context, name: str) -> int:

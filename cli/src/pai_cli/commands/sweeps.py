@@ -18,7 +18,8 @@ from pai_cli.commands.common import (
     positive_int,
     report_deleted,
 )
-from pai_cli.commands.jobs import _copy_code, follow, load_message
+from pai_cli.commands.follow import follow
+from pai_cli.commands.specs import copy_code, load_message
 from pai_cli.errors import UsageError
 from pai_cli.output import EMPTY, Column, enum, field, last_segment, timestamp
 
@@ -149,7 +150,7 @@ def create_sweep(ctx: Context) -> int:
     if args.random:
         spec.algorithm.type = sweep_pb2.Algorithm.RANDOM
     if args.code:
-        spec.job_template.code.uri = _copy_code(ctx, args.code, args.name)
+        spec.job_template.code.uri = copy_code(ctx, args.code, args.name)
     client = ctx.client
     created: S = client.call(
         client.sweeps.CreateSweep,
