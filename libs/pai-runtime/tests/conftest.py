@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import textwrap
 import time
@@ -27,13 +26,6 @@ def script(code: str) -> tuple[str, ...]:
 
 
 SLEEPER = script("import os, time; print('pid', os.getpid()); time.sleep(60)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def alive(pid: int) -> bool:

@@ -20,10 +20,10 @@ import pytest
 
 from pai_runtime.local import LocalBackend
 from pai_runtime.logfile import read_records
-from pai_runtime.probe import probe
+from pai_runtime.probe import free_port, probe
 from pai_runtime.types import BackendError, GangLaunch, Readiness, ReplicaHandle, ReplicaLaunch
 
-from .conftest import SLEEPER, Gang, alive, free_port, group_alive, printed_pid, script, stdout
+from .conftest import SLEEPER, Gang, alive, group_alive, printed_pid, script, stdout
 
 SERVER = script(
     """

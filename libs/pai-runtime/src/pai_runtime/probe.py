@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Sequence
 
 from pai_runtime.types import Readiness, ReplicaHandle
 
 PROBE_TIMEOUT = 1.0  # seconds for one probe: connect, and the status line of an HTTP answer
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at `host` now (for a replica to listen on; "" is every interface)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 async def probe(readiness: Readiness, host: str | None = None, timeout: float = PROBE_TIMEOUT) -> bool:

@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,21 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pai_runtime.probe import free_port
+
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 CPUS_PER_NODE = 2
+ANY = ""  # every interface: the ports of a Ray node
 
 
 @dataclass
 class RayCluster:
     address: str
     root: Path  # everything of the cluster and of the tests' runs is under it
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def processes() -> Iterator[tuple[int, int, str]]:
@@ -96,8 +91,11 @@ def _start_node(root: Path, node: str, sessions: set[int], *args: str) -> None:
     ray_command = str(Path(sys.executable).with_name("ray"))
     command = [ray_command, "start", f"--temp-dir={root / node}", "--disable-usage-stats"]
     command += [f"--num-cpus={CPUS_PER_NODE}", "--object-store-memory=100000000"]
-    command += [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
-    command += [f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}", *args]
+    command += [
+        f"--dashboard-agent-listen-port={free_port('')}",
+        f"--dashboard-agent-grpc-port={free_port('')}",
+    ]
+    command += [f"--runtime-env-agent-port={free_port('')}", f"--metrics-export-port={free_port('')}", *args]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     with open(log, "wb") as out:
         # A session of its own: every process of the node (and the Ray workers it starts) is in it.
@@ -121,13 +119,13 @@ def ray_cluster(namespace: str) -> Iterator[RayCluster]:
 
     # A short path: Ray's unix sockets live under it, and their paths may not exceed 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="pai-ray-", dir="/tmp"))
-    port = free_port()
+    port = free_port(ANY)
     address = f"{HEAD_IP}:{port}"
     sessions: set[int] = set()
     try:
         started = time.monotonic()
         head = ["--head", f"--node-ip-address={HEAD_IP}", f"--port={port}"]
-        head += [f"--ray-client-server-port={free_port()}", "--include-dashboard=false"]
+        head += [f"--ray-client-server-port={free_port('')}", "--include-dashboard=false"]
         _start_node(root, "head", sessions, *head)
         _start_node(root, "worker", sessions, f"--address={address}", f"--node-ip-address={WORKER_IP}")
         ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)

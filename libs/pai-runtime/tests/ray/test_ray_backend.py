@@ -27,13 +27,14 @@ ray = pytest.importorskip(
 )
 
 from pai_runtime.logfile import read_records  # noqa: E402
+from pai_runtime.probe import free_port  # noqa: E402
 from pai_runtime.ray import RayBackend, group_name  # noqa: E402
 from pai_runtime.testing import (  # noqa: E402
+    ANY,
     CPUS_PER_NODE,
     HEAD_IP,
     WORKER_IP,
     RayCluster,
-    free_port,
     mentioning,
     processes,
     ray_cluster,
@@ -196,7 +197,7 @@ async def test_a_server_is_probed_at_its_node(cluster: RayCluster) -> None:
         time.sleep(300)
         """
     )
-    port = free_port()
+    port = free_port(ANY)  # on every interface: the server runs on a Ray node's address
     launch = gang_of(cluster.root, [serve, SLEEPER], lambda rank: {"PORT": str(port)})
     server = dataclasses.replace(launch.replicas[0], readiness=Readiness(port))
     launch = dataclasses.replace(launch, replicas=(server, launch.replicas[1]))

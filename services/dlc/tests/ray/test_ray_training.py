@@ -28,8 +28,9 @@ from pai_dlc.domain.spec import Engine, file_uri, normalize, replicas  # noqa: E
 from pai_dlc.engine.rendezvous import rendezvous  # noqa: E402
 from pai_dlc.mapping.specs import spec_from  # noqa: E402
 from pai_runtime.logfile import read_records  # noqa: E402
+from pai_runtime.probe import free_port  # noqa: E402
 from pai_runtime.ray import RayBackend  # noqa: E402
-from pai_runtime.testing import HEAD_IP, WORKER_IP, RayCluster, free_port, ray_cluster  # noqa: E402
+from pai_runtime.testing import HEAD_IP, WORKER_IP, RayCluster, ray_cluster  # noqa: E402
 from pai_runtime.types import GangLaunch, ReplicaExit, ReplicaHandle, ReplicaLaunch  # noqa: E402
 
 pytestmark = pytest.mark.ray

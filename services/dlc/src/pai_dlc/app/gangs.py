@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import pathlib
 import shutil
-import socket
 import time
 from collections.abc import Mapping
 
@@ -23,15 +22,10 @@ from pai_dlc.domain.env import Attempt, Cluster, hyperparameter_args, replica_en
 from pai_dlc.domain.job import Job
 from pai_dlc.domain.spec import Engine, Kind, local_path, replicas
 from pai_runtime.logfile import last_write_ns
+from pai_runtime.probe import free_port
 from pai_runtime.types import BackendError, GangLaunch, ReplicaLaunch
 
 log = logging.getLogger(__name__)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Gangs:
@@ -121,6 +115,7 @@ class Finisher:
     def __init__(self, scheduler: Scheduler, uows: UnitOfWorkFactory) -> None:
         self.scheduler = scheduler
         self.uows = uows
+        self._retrying: set[str] = set()  # workloads whose end could not be reported yet
 
     async def report(self, job: Job) -> None:
         if job.runtime.finish is None:
@@ -129,8 +124,11 @@ class Finisher:
             await self.scheduler.finish(job.workload, job.runtime.finish, job.message)
         except RemoteError as e:
             if not e.permanent:
-                log.warning("finishing %s: %s (will retry)", job.workload, e)
+                if job.workload not in self._retrying:  # said once; every step tries again
+                    self._retrying.add(job.workload)
+                    log.warning("finishing %s: %s (will retry)", job.workload, e)
                 return
             log.warning("finishing %s: %s (giving up)", job.workload, e)
+        self._retrying.discard(job.workload)
         job.runtime.finish = None
         await save(self.uows, job)

@@ -21,7 +21,7 @@ from pai_common.errors import (
     NotFound,
     Unavailable,
 )
-from pai_dlc.app.common import Locks, Options, save
+from pai_dlc.app.common import CreateOnce, Locks, Options, save
 from pai_dlc.app.gangs import Finisher, Gangs
 from pai_dlc.app.ports import Datasets, UnitOfWorkFactory
 from pai_dlc.domain.job import ACTIVE, TERMINAL, Change, Job, JobState
@@ -57,6 +57,7 @@ class JobUseCases:
     ) -> None:
         self.uows, self.gangs, self.finisher, self.options = uows, gangs, finisher, options
         self.locks, self.wake, self.datasets = locks, wake, datasets
+        self.once = CreateOnce(uows, lambda uow: uow.jobs, _taken)
 
     @property
     def engines(self) -> Collection[Engine]:
@@ -69,7 +70,7 @@ class JobUseCases:
         validate_only: bool = False, trial: str = "",
     ) -> Job:  # fmt: skip
         name = f"{parent}/jobs/{job_id}"
-        earlier = await self._earlier(name, request_id)
+        earlier = await self.once.earlier(name, request_id)
         if earlier is not None:
             return earlier
         uid = str(uuid.uuid4())
@@ -92,26 +93,9 @@ class JobUseCases:
         try:
             await save(self.uows, job)
         except AlreadyExists:  # a concurrent create of the same name or request id won
-            async with self.uows() as uow:
-                earlier = await uow.jobs.by_request_id(request_id) if request_id else None
-            if earlier is not None and earlier.name == name:
-                return earlier
-            raise AlreadyExists("JOB_ALREADY_EXISTS", f"{name} already exists", job=name) from None
+            return await self.once.raced(name, request_id)
         self.wake()
         return job
-
-    async def _earlier(self, name: str, request_id: str) -> Job | None:
-        """The job an earlier create with `request_id` made; ALREADY_EXISTS when `name` is taken."""
-        async with self.uows() as uow:
-            if request_id and (earlier := await uow.jobs.by_request_id(request_id)) is not None:
-                if earlier.name != name:
-                    raise FailedPrecondition(
-                        "REQUEST_ID_REUSED", f"request_id was used to create {earlier.name}"
-                    )
-                return earlier
-            if await uow.jobs.get(name) is not None:
-                raise AlreadyExists("JOB_ALREADY_EXISTS", f"{name} already exists", job=name)
-        return None
 
     def check(self, spec: JobSpec, parent: str, where: str, reason: str) -> None:
         """INVALID_ARGUMENT `reason` with every problem of a normalized spec."""
@@ -158,6 +142,12 @@ class JobUseCases:
         if job is None:
             raise NotFound("JOB_NOT_FOUND", f"{name} does not exist", job=name)
         return job
+
+    async def find(self, names: Collection[str]) -> dict[str, Job]:
+        """The jobs of `names` that exist, by name, read in one transaction."""
+        async with self.uows() as uow:
+            found = [await uow.jobs.get(name) for name in names]
+        return {job.name: job for job in found if job is not None}
 
     async def page(
         self, workspace: str, after: tuple[dt.datetime, str] | None, limit: int, states: Sequence[JobState]
@@ -249,3 +239,7 @@ class JobUseCases:
         await self.gangs.kill(job, record=False)
         job.runtime.handles = []
         job.runtime.finish = Outcome.CANCELLED
+
+
+def _taken(name: str) -> AlreadyExists:
+    return AlreadyExists("JOB_ALREADY_EXISTS", f"{name} already exists", job=name)

@@ -52,13 +52,19 @@ def reported(
     return out
 
 
+def series(job: Job, keys: set[str]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of each of `keys` that was reported, from the lowest rank reporting it (the logs
+    are read once for all of them)."""
+    found = reported(job, keys)
+    lowest: dict[str, int] = {}
+    for key, rank in found:
+        lowest[key] = min(rank, lowest.get(key, rank))
+    return {key: [(step, v) for step, v, _, _ in found[(key, rank)]] for key, rank in lowest.items()}
+
+
 def series_of(job: Job, key: str) -> list[tuple[int, float]]:
     """(step, value) of `key` from the lowest rank that reports it."""
-    found = reported(job, {key})
-    if not found:
-        return []
-    rank = min(r for _, r in found)
-    return [(step, v) for step, v, _, _ in found[(key, rank)]]
+    return series(job, {key}).get(key, [])
 
 
 _KEY = re.compile(r"^[A-Za-z0-9_./-]{1,128}$")

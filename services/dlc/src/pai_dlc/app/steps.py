@@ -9,11 +9,14 @@ as it was, and the next step tries again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 from pai_common.clock import utcnow
 from pai_common.errors import Code
+from pai_common.events import OutboxEvent
 from pai_dlc.app import metrics
 from pai_dlc.app.common import Options, save
 from pai_dlc.app.gangs import Finisher, Gangs
@@ -38,13 +41,11 @@ class Steps:
         finisher: Finisher,
         options: Options,
     ) -> None:
-        self.uows, self.scheduler, self.gangs, self.finisher, self.options = (
-            uows,
-            scheduler,
-            gangs,
-            finisher,
-            options,
-        )
+        self.uows = uows
+        self.scheduler = scheduler
+        self.gangs = gangs
+        self.finisher = finisher
+        self.options = options
 
     async def creating(self, job: Job) -> None:
         """Ask the scheduler for the job's workload (a retry finds the one an earlier try made)."""
@@ -75,9 +76,7 @@ class Steps:
         why = verdict.pending_too_long(job.spec, job.runtime.queued_at, utcnow())
         if why is None:
             return
-        job.end(S.FAILED, "PENDING_TIMEOUT", f"{why}; {job.message}", utcnow(), Outcome.CANCELLED)
-        await save(self.uows, job)
-        await self.finisher.report(job)
+        await self._end(job, S.FAILED, "PENDING_TIMEOUT", f"{why}; {job.message}", Outcome.CANCELLED)
 
     async def starting(self, job: Job) -> None:
         """Start the next attempt's replicas (after stopping any a crashed dlc left unrecorded)."""
@@ -122,8 +121,21 @@ class Steps:
         await save(self.uows, job)
 
     async def _fail_launch(self, job: Job, message: str) -> None:
-        job.end(S.FAILED, "LAUNCH_FAILED", message, utcnow(), Outcome.FAILED)
-        await save(self.uows, job)
+        await self._end(job, S.FAILED, "LAUNCH_FAILED", message, Outcome.FAILED)
+
+    async def _end(
+        self,
+        job: Job,
+        state: JobState,
+        reason: str,
+        message: str,
+        outcome: Outcome,
+        announce: Callable[[Job], OutboxEvent] | None = None,
+    ) -> None:
+        """End the job (with the event `announce` makes of the ended job, in the same transaction)
+        and tell the scheduler how."""
+        job.end(state, reason, message, utcnow(), outcome)
+        await save(self.uows, job, *([announce(job)] if announce else []))
         await self.finisher.report(job)
 
     async def running(self, job: Job) -> None:
@@ -147,13 +159,10 @@ class Steps:
         if v.action == Action.SUCCEED:
             # read off the loop: the logs of a long job are large, and only a model registration needs them
             final = await asyncio.to_thread(metrics.final_metrics, job) if job.spec.output_model else {}
-            job.end(S.SUCCEEDED, v.reason, v.message, utcnow(), Outcome.SUCCEEDED)
-            await save(self.uows, job, mapping.job_succeeded(job, final))
-            await self.finisher.report(job)
+            announce = functools.partial(mapping.job_succeeded, final_metrics=final)
+            await self._end(job, S.SUCCEEDED, v.reason, v.message, Outcome.SUCCEEDED, announce)
         elif v.action == Action.FAIL:
-            job.end(S.FAILED, v.reason, v.message, utcnow(), Outcome.FAILED)
-            await save(self.uows, job)
-            await self.finisher.report(job)
+            await self._end(job, S.FAILED, v.reason, v.message, Outcome.FAILED)
         else:
             job.restart_gang(v, utcnow())
             await save(self.uows, job)

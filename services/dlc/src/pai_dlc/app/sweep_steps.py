@@ -25,6 +25,7 @@ from pai_dlc.domain.spec import for_trial
 from pai_dlc.domain.sweep import (
     ACTIVE_SWEEP,
     DONE,
+    FINAL_SWEEP,
     LIVE,
     Sweep,
     Trial,
@@ -48,6 +49,7 @@ class SweepRunner:
         self._stopping = False
         self._wake = wake
         self._failing: dict[str, Streak] = {}
+        self._finished: dict[str, search.Points] = {}  # finished trials' objective series, by trial
 
     def kick(self) -> None:
         self._wake.set()
@@ -119,39 +121,53 @@ class SweepRunner:
                 s.best_trial = best
             if move is not None and s.state != move.state:
                 s.transition_to(move.state, move.reason, move.message, utcnow())
+                if s.state in FINAL_SWEEP:
+                    self._forget(s.name)
             await self.sweeps.save(s, changed)
 
     async def _observe(
         self, s: Sweep, trials: list[Trial]
     ) -> tuple[Changed, list[search.Points], dict[str, search.Points]]:
         """Follow every trial's job and metrics; (changed trials, completed series, series by trial)."""
-        spec = s.spec
+        jobs = await self.jobs.find([t.job for t in trials if t.job])
         changed: Changed = []
         completed: list[search.Points] = []
         series: dict[str, search.Points] = {}
         for seq, t in enumerate(trials):
-            job = await self._job(t.job) if t.job else None
-            points: search.Points = []
-            extras: dict[str, float] = {}
-            if job is not None and (t.state not in DONE or spec.early_stopping is not None):
-                points = await asyncio.to_thread(metrics.series_of, job, spec.objective.metric_key)
-            if job is not None and t.state not in DONE:
-                extras = await asyncio.to_thread(_last_values, job, spec.objective.additional_metric_keys)
+            job = jobs.get(t.job) if t.job else None
+            was_done = t.state in DONE
+            points, extras = await self._reported(s.spec, t, job)
             series[t.name] = points
             before = copy.deepcopy(t)
-            t.observe(job, points if t.state not in DONE else [], extras, spec)
+            t.observe(job, [] if was_done else points, extras, s.spec)
             if t.state == TrialState.SUCCEEDED and points:
                 completed.append(points)
+            if t.state in DONE and s.spec.early_stopping is not None:
+                self._finished[t.name] = points  # a finished job's logs do not change any more
             if t != before:
                 t.update_time = utcnow()
                 changed.append((seq, t, False))
         return changed, completed, series
 
-    async def _job(self, name: str) -> Job | None:
-        try:
-            return await self.jobs.get(name)
-        except NotFound:
-            return None
+    async def _reported(
+        self, spec: search.SweepSpec, t: Trial, job: Job | None
+    ) -> tuple[search.Points, dict[str, float]]:
+        """A trial's objective series (a finished one's only for early stopping) and the last value
+        of each additional metric, from one read of its job's logs."""
+        done = t.state in DONE
+        if done and t.name in self._finished:
+            return self._finished[t.name], {}
+        if job is None or (done and spec.early_stopping is None):
+            return [], {}
+        extra = () if done else spec.objective.additional_metric_keys
+        found = await asyncio.to_thread(metrics.series, job, {spec.objective.metric_key, *extra})
+        extras = {key: found[key][-1][1] for key in extra if found.get(key)}
+        return found.get(spec.objective.metric_key, []), extras
+
+    def _forget(self, sweep: str) -> None:
+        """A sweep has ended: its trials' series are not needed again."""
+        for trial in [t for t in self._finished if t.startswith(f"{sweep}/trials/")]:
+            del self._finished[trial]
 
     async def _stop_early(
         self, s: Sweep, trials: list[Trial], completed: list[search.Points], series: dict[str, search.Points]
@@ -208,12 +224,3 @@ class SweepRunner:
     async def _stop_job(self, name: str) -> None:
         with contextlib.suppress(FailedPrecondition, NotFound):  # it ended (or went) meanwhile
             await self.jobs.stop(name, "")
-
-
-def _last_values(job: Job, keys: tuple[str, ...]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in keys:
-        points = metrics.series_of(job, key)
-        if points:
-            out[key] = points[-1][1]
-    return out

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from pai_common.clock import utcnow
 from pai_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from pai_dlc.app.common import Locks
+from pai_dlc.app.common import CreateOnce, Locks
 from pai_dlc.app.jobs import JobUseCases
 from pai_dlc.app.ports import UnitOfWorkFactory
 from pai_dlc.domain import search
@@ -36,13 +36,14 @@ class SweepUseCases:
         self, uows: UnitOfWorkFactory, jobs: JobUseCases, locks: Locks, wake: Callable[[], None]
     ) -> None:
         self.uows, self.jobs, self.locks, self.wake = uows, jobs, locks, wake
+        self.once = CreateOnce(uows, lambda uow: uow.sweeps, _taken)
 
     async def create(
         self, parent: str, sweep_id: str, new: NewSweep, *, request_id: str = "", creator: str = "",
         validate_only: bool = False,
     ) -> Sweep:  # fmt: skip
         name = f"{parent}/sweeps/{sweep_id}"
-        earlier = await self._earlier(name, request_id)
+        earlier = await self.once.earlier(name, request_id)
         if earlier is not None:
             return earlier
         spec = await self._checked_spec(name, parent, new.spec)
@@ -62,11 +63,7 @@ class SweepUseCases:
                 await uow.outbox.add(mapping.sweep_created(sweep))
                 await uow.commit()
         except AlreadyExists:  # a concurrent create of the same name or request id won
-            async with self.uows() as uow:
-                earlier = await uow.sweeps.by_request_id(request_id) if request_id else None
-            if earlier is not None and earlier.name == name:
-                return earlier
-            raise AlreadyExists("SWEEP_ALREADY_EXISTS", f"{name} already exists", sweep=name) from None
+            return await self.once.raced(name, request_id)
         self.wake()
         return sweep
 
@@ -93,18 +90,6 @@ class SweepUseCases:
         if problems:
             raise InvalidArgument("INVALID_SWEEP_SPEC", problems[0].description, violations=problems)
         return spec
-
-    async def _earlier(self, name: str, request_id: str) -> Sweep | None:
-        async with self.uows() as uow:
-            if request_id and (earlier := await uow.sweeps.by_request_id(request_id)) is not None:
-                if earlier.name != name:
-                    raise FailedPrecondition(
-                        "REQUEST_ID_REUSED", f"request_id was used to create {earlier.name}"
-                    )
-                return earlier
-            if await uow.sweeps.get(name) is not None:
-                raise AlreadyExists("SWEEP_ALREADY_EXISTS", f"{name} already exists", sweep=name)
-        return None
 
     async def get(self, name: str) -> Sweep:
         async with self.uows() as uow:
@@ -176,3 +161,7 @@ class SweepUseCases:
                 await uow.outbox.add(mapping.sweep_state_changed(change))
             await uow.sweeps.save(s)
             await uow.commit()
+
+
+def _taken(name: str) -> AlreadyExists:
+    return AlreadyExists("SWEEP_ALREADY_EXISTS", f"{name} already exists", sweep=name)

@@ -14,11 +14,11 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
-from pai_common import etags
 from pai_common.errors import FailedPrecondition
 from pai_dlc.domain import verdict
 from pai_dlc.domain.runtime import Admission, FactKind, Outcome, PreemptNotice, Runtime, WorkloadFact
 from pai_dlc.domain.spec import JobSpec, Role, replicas
+from pai_dlc.domain.stored import Versioned
 from pai_dlc.domain.verdict import Action, Verdict
 
 
@@ -122,7 +122,7 @@ class Change:
 
 
 @dataclass
-class Job:
+class Job(Versioned):
     """The aggregate every job use case and the reconciler work on."""
 
     name: str
@@ -182,13 +182,6 @@ class Job:
     @property
     def workspace(self) -> str:
         return self.name.split("/")[1]
-
-    @property
-    def etag(self) -> str:
-        return etags.etag_of(self.version)
-
-    def check_etag(self, given: str) -> None:
-        etags.check_etag(given, self.etag, resource=self.name)
 
     def copy(self) -> Job:
         """A deep copy without the pending changes (a snapshot for events)."""

@@ -13,10 +13,10 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pai_common import etags
 from pai_dlc.domain import search
 from pai_dlc.domain.job import Job, JobState
 from pai_dlc.domain.search import Points, SweepSpec
+from pai_dlc.domain.stored import Versioned
 
 
 class SweepState(enum.IntEnum):
@@ -128,7 +128,7 @@ class SweepChange:
 
 
 @dataclass
-class Sweep:
+class Sweep(Versioned):
     name: str
     uid: str
     spec: SweepSpec
@@ -148,13 +148,6 @@ class Sweep:
     version: int = 0
     request_id: str | None = None
     changes: list[SweepChange] = field(default_factory=list, repr=False, compare=False)
-
-    @property
-    def etag(self) -> str:
-        return etags.etag_of(self.version)
-
-    def check_etag(self, given: str) -> None:
-        etags.check_etag(given, self.etag, resource=self.name)
 
     def transition_to(self, state: SweepState, reason: str, message: str, now: dt.datetime) -> None:
         previous = self.state
