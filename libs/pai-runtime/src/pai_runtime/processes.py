@@ -112,6 +112,8 @@ class Supervisors:
 
     def alive(self, handle: ReplicaHandle) -> bool:
         """Whether the replica's supervisor runs."""
+        if handle.pid <= 1:
+            return False
         stat = proc_stat(handle.pid)
         if stat is None or not self.is_supervisor(handle, stat):
             return False
@@ -124,11 +126,17 @@ class Supervisors:
         return True
 
     def group_is_ours(self, handle: ReplicaHandle) -> bool:
-        """False when the group's id now belongs to someone else (possible only once it was empty)."""
+        """Whether the group is still the replica's: led by its supervisor, or, once the supervisor is
+        gone, for a handle that names it by start time (one from a launch) and not by a log line
+        alone, since log files sit where the replica can write and could name anyone's group."""
+        if handle.pgid <= 1 or handle.pid <= 1:  # 0 is the caller's own group, 1 init's
+            return False
         if handle.pgid != handle.pid:
             return True
         stat = proc_stat(handle.pgid)
-        return stat is None or self.is_supervisor(handle, stat)
+        if stat is None:
+            return _START_REF.search(handle.engine_ref) is not None
+        return self.is_supervisor(handle, stat)
 
     def signal_group(self, handle: ReplicaHandle, sig: int) -> None:
         if self.group_is_ours(handle):

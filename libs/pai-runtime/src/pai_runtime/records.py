@@ -103,6 +103,8 @@ class ExitRecords:
 
     def get(self, handle: ReplicaHandle) -> ReplicaExit | None:
         """How the replica ended, from its exit record; None while there is none."""
+        if not handle.exit_path:  # a backend that keeps no files here
+            return None
         try:
             st = pathlib.Path(handle.exit_path).stat()
         except (FileNotFoundError, NotADirectoryError):
@@ -121,9 +123,10 @@ def _supervisor_pid(text: str) -> int | None:
     if not text.startswith(supervisor.STARTED) or _SUPERVISOR_PID not in text:
         return None
     try:
-        return int(text.split(_SUPERVISOR_PID, 1)[1].split(")", 1)[0])
+        pid = int(text.split(_SUPERVISOR_PID, 1)[1].split(")", 1)[0])
     except ValueError:
         return None
+    return pid if pid > 1 else None  # 0 would be the owner's own group
 
 
 def supervisors_in(run_dir: pathlib.Path, attempt: int) -> list[ReplicaHandle]:
@@ -134,6 +137,7 @@ def supervisors_in(run_dir: pathlib.Path, attempt: int) -> list[ReplicaHandle]:
     time: `kill` recognises each supervisor by its command line before signalling it.
     """
     out = []
+    run_dir = run_dir.absolute()  # as the supervisors' command lines name their files
     for log_file in sorted(run_dir.glob("*.log")):
         if log_file.name.endswith(".supervisor.log"):
             continue

@@ -100,8 +100,12 @@ def spawn_supervisor(
     cwd = os.path.abspath(replica.cwd or run_dir)
     env = replica_base_env()
     env.update(replica.env)
-    if ERROR_FILE_VAR in replica.env:
-        error_path = os.path.join(cwd, replica.env[ERROR_FILE_VAR])
+    chosen = os.path.realpath(os.path.join(cwd, replica.env.get(ERROR_FILE_VAR, "")))
+    inside = (os.path.realpath(d) + os.sep for d in (cwd, run_dir))
+    if ERROR_FILE_VAR in replica.env and any(chosen.startswith(d) for d in inside):
+        error_path = chosen  # the replica's own error file, read by the owner when it fails
+    elif ERROR_FILE_VAR in replica.env:
+        error_path = f"{base}.error.json"  # elsewhere: the owner never reads a file the replica only names
     else:
         error_path = env[ERROR_FILE_VAR] = f"{base}.error.json"
     command = list(replica.command) if sandbox is None else sandbox.wrap(gang, replica, replica.command)

@@ -14,6 +14,7 @@ together; server replicas can also be replaced one at a time (`Backend.replace`)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -74,7 +75,8 @@ class ReplicaHandle:
     @staticmethod
     def from_dict(d: dict[str, object]) -> ReplicaHandle:
         """The handle `dataclasses.asdict(handle)` was made from (readiness included)."""
-        values = dict(d)
+        known = {f.name for f in dataclasses.fields(ReplicaHandle)}
+        values = {k: v for k, v in d.items() if k in known}  # a newer owner's fields are ignored
         ready = values.get("readiness")
         if isinstance(ready, dict):
             values["readiness"] = Readiness(**ready)

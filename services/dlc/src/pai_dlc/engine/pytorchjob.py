@@ -56,6 +56,7 @@ from typing import Any
 
 from pai_dlc.domain.spec import JobSpec, Kind, ReplicaSpec, Role
 from pai_dlc.engine.pytorchjob_pods import Mounts, gpu_affinity, resources
+from pai_runtime.spawn import ERROR_FILE_VAR
 from pai_runtime.types import BackendError, GangLaunch, ReplicaLaunch
 
 GROUP = "kubeflow.org"
@@ -76,7 +77,6 @@ OPERATOR_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 OPERATOR_TYPE_LABEL = "training.kubeflow.org/replica-type"
 OPERATOR_INDEX_LABEL = "training.kubeflow.org/replica-index"
 
-ERROR_FILE_VAR = "TORCHELASTIC_ERROR_FILE"
 TERMINATION_LOG = "/dev/termination-log"
 
 MAX_NAME = 51  # 63 (a Service name) - len("-worker-1023")
