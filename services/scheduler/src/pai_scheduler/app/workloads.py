@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import uuid
 from dataclasses import dataclass, field
 
-from pai_common.errors import AlreadyExists, DomainError, FailedPrecondition, FieldViolation, InvalidArgument
-from pai_common.etags import check_etag, etag_of
+from pai_common.errors import AlreadyExists, DomainError, FailedPrecondition, bad_request
+from pai_common.pagination import page
 from pai_scheduler import mapping
 from pai_scheduler.app.engine import Scheduler, bump
-from pai_scheduler.app.paging import page
 from pai_scheduler.app.requests import request_id_conflict
 from pai_scheduler.domain import filters, names
 from pai_scheduler.domain.explain import Explanation, explain_pending
@@ -60,7 +60,10 @@ class Workloads:
     # ---- reads -------------------------------------------------------------------------------
 
     async def get(self, name: str) -> WorkloadView:
-        return self.view(await self._s.workload(name))
+        """Under the writer's lock: a cycle changes workloads in memory before it commits them with
+        their new versions, and a read in between would show new content under the old etag."""
+        async with self._s.lock:
+            return self.view(await self._s.workload(name))
 
     async def list_workloads(
         self, parent: str, expression: str, order_by: str, page_size: int, page_token: str
@@ -72,13 +75,20 @@ class Workloads:
         terms = filters.parse(expression, filters.WORKLOAD_FIELDS)
         states = filters.values_of(terms, "state")
         every = parent == "workspaces/-"
-        items = [w for w in s.workloads.values() if every or w.workspace == parent]
+        async with s.lock:  # as `get`: no content a cycle has not committed yet
+            # copies: the finished ones are read from the store below, and a cycle may run meanwhile
+            live = {
+                w.name: (copy.copy(w), s.queue_position(w))
+                for w in s.workloads.values()
+                if every or w.workspace == parent
+            }
+        items = [w for w, _ in live.values()]
         if states is None or "FINISHED" in states:
             items += await s.finished(None if every else parent.split("/")[1])
         items = [w for w in items if filters.workload_matches(w, terms)]
         filters.sort_workloads(items, order)
         found, token = page(items, page_size, page_token, parent=parent, filter=expression, order=order)
-        return [self.view(w) for w in found], token
+        return [live[w.name] if w.name in live else self.view(w) for w in found], token
 
     async def explain(self, name: str) -> Explanation:
         """Why a workload waits, worked out now (under the lock: trial placements are given back
@@ -98,18 +108,17 @@ class Workloads:
         only one (in `resource_group`, when named)."""
         s = self._s
         if quota:
-            q = s.quota(quota)
-            if q.spec.workspace != workspace:
+            q = s.quotas.get(quota)
+            if q is None or q.spec.workspace != workspace:  # one answer: no probing other workspaces' quotas
                 raise FailedPrecondition(
                     "QUOTA_WORKSPACE_MISMATCH", f"{quota} is not a quota of {workspace}", quota=quota
                 )
             if resource_group and q.resource_group != names.group_id(resource_group):
-                raise InvalidArgument(
-                    "RESOURCE_GROUP_MISMATCH",
+                raise bad_request(
+                    "workload.resource_group",
                     f"{quota} is not in {resource_group}",
-                    violations=[
-                        FieldViolation("workload.resource_group", f"does not match the quota {quota}")
-                    ],
+                    "RESOURCE_GROUP_MISMATCH",
+                    description=f"does not match the quota {quota}",
                 )
             return q
         mine = [q for q in s.quotas.values() if q.spec.workspace == workspace]
@@ -245,7 +254,7 @@ class Workloads:
             w = s.workloads.get(name)
             if w is None:
                 raise (await self._finished_error(name, "updated"))
-            check_etag(etag, etag_of(w.version), resource=w.name)
+            w.check_etag(etag)
             priority = change(w)
             if priority is not None and priority != w.priority:
                 s.engine_of(w).reprioritise(w, priority)
@@ -275,7 +284,7 @@ class Workloads:
                 raise FailedPrecondition(
                     "ILLEGAL_STATE_TRANSITION", f"{name} already finished as {done.outcome}", workload=name
                 )
-            check_etag(etag, etag_of(w.version), resource=w.name)
+            w.check_etag(etag)
             now = s.clock()
             previous = s.engine_of(w).finish(w, outcome, message, now)
             del s.workloads[name]
@@ -295,7 +304,7 @@ class Workloads:
             w = s.workloads.get(name)
             if w is None:
                 raise (await self._finished_error(name, "requeued"))
-            check_etag(etag, etag_of(w.version), resource=w.name)
+            w.check_etag(etag)
             if w.state == State.PENDING:
                 raise FailedPrecondition(
                     "ILLEGAL_STATE_TRANSITION", f"{name} is PENDING: nothing to give back", workload=name
@@ -317,7 +326,7 @@ class Workloads:
         s = self._s
         async with s.locked():
             w = await s.workload(name)
-            check_etag(etag, etag_of(w.version), resource=w.name)
+            w.check_etag(etag)
             now = s.clock()
             async with s.write() as uow:
                 if w.name in s.workloads:
