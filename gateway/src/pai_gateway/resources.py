@@ -60,7 +60,6 @@ def build(config: GatewayConfig) -> dict[str, dict[str, any_pb2.Any]]:
         endpoints[OTEL_CLUSTER] = clusters.load_assignment(OTEL_CLUSTER, (config.otlp_endpoint,))
     _CLUSTERS.keep_only(set(built_clusters))
     _ENDPOINTS.keep_only(set(endpoints))
-    routes.ENDPOINT_ROUTES.keep_only({(r.kind, r.name) for r in config.routes})
     return {
         CLUSTER: built_clusters,
         ENDPOINT: endpoints,

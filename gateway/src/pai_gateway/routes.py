@@ -177,6 +177,7 @@ def routing_key(route: EndpointRoute) -> tuple[object, ...]:
 
 def route_configuration(upstreams: tuple[Upstream, ...], routes: tuple[EndpointRoute, ...]) -> any_pb2.Any:
     """The route table, rebuilt only when routing changes (an address change leaves it alone)."""
+    ENDPOINT_ROUTES.keep_only({(r.kind, r.name) for r in routes})  # forget routes that are gone
     key = (tuple(u.name for u in upstreams), tuple(routing_key(r) for r in routes))
     return _TABLE.get(ROUTE_NAME, key, partial(_route_configuration, upstreams, routes))
 

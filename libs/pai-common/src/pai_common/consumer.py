@@ -166,7 +166,8 @@ class Consumer:
             try:
                 msgs: list[Msg] = await sub.fetch(self._batch, timeout=0.5)  # type: ignore[attr-defined]
             except (NatsTimeout, TimeoutError):  # nothing to fetch: the normal state of an idle stack
-                failing.ended()
+                if self._connected():  # a timeout while cut off from NATS is no sign of health
+                    failing.ended()
                 continue
             except Exception as error:
                 failing.failed(error)
@@ -180,6 +181,10 @@ class Consumer:
                     await self.process(msg)
                 except Exception:  # e.g. the ack was lost with the connection: redelivered later
                     log.exception("consumer %s could not finish a message", self.durable)
+
+    def _connected(self) -> bool:
+        nc = getattr(self._js, "_nc", None)  # the JetStream context's connection (nats-py has no public way)
+        return bool(getattr(nc, "is_connected", True))
 
     async def process(self, msg: Msg) -> None:
         """Handle one message: inbox check, handler and inbox insert in one transaction, then ack."""

@@ -151,28 +151,3 @@ def migration_env(metadata: sa.MetaData, service: str) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
-
-
-async def migration_drift(
-    url: str, schema: str, migrations: pathlib.Path, metadata: sa.MetaData, service: str
-) -> list[object]:
-    """Apply a service's migrations twice (every start does) and return how its tables still differ
-    from its ORM models (what `alembic check` reports; [] when they match)."""
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    version_table = f"alembic_version_{service}"
-    engine = create_engine(url, schema)
-    try:
-        await ensure_schema(engine, schema)
-        await migrate(engine, migrations, version_table)
-        await migrate(engine, migrations, version_table)
-
-        def diff(conn: sa.Connection) -> list[object]:
-            context = MigrationContext.configure(conn, opts={"version_table": version_table})
-            return list(compare_metadata(context, metadata))
-
-        async with engine.connect() as conn:
-            return await conn.run_sync(diff)
-    finally:
-        await engine.dispose()

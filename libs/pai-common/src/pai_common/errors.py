@@ -124,7 +124,9 @@ class Internal(DomainError):
 
 
 def bad_request(
-    field: str, message: str, reason: str = "INVALID_ARGUMENT", **metadata: str
+    field: str, message: str, reason: str = "INVALID_ARGUMENT", *, description: str = "", **metadata: str
 ) -> InvalidArgument:
-    """INVALID_ARGUMENT about one request field: `message` is both the error's and the violation's."""
-    return InvalidArgument(reason, message, violations=[FieldViolation(field, message)], **metadata)
+    """INVALID_ARGUMENT about one request field: `message` is the error's, and the violation's too
+    unless a shorter `description` says what is wrong with the field."""
+    violation = FieldViolation(field, description or message)
+    return InvalidArgument(reason, message, violations=[violation], **metadata)

@@ -4,6 +4,7 @@ from the content itself where there is no counter; checked before a change."""
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from pai_common.errors import Aborted
 
@@ -21,12 +22,30 @@ def content_etag(content: str) -> str:
 
 
 def check_etag(given: str, current: str, *, resource: str = "") -> None:
-    """A stale `given` etag (when set) is ABORTED: the caller read an older version of `resource`."""
+    """A stale `given` etag (when set) is ABORTED: the caller read an older version of `resource`.
+
+    The current etag is not in the error: a client must read what changed before it writes again."""
     if given and given != current:
         what = resource or "the resource"
-        raise Aborted(
-            "ETAG_MISMATCH",
-            f"{what} changed since etag {given} was read; read it again and retry",
-            resource=resource,
-            current=current,
-        )
+        raise Aborted("ETAG_MISMATCH", f"{what} changed since etag {given}; read it again", resource=resource)
+
+
+class Versioned:
+    """Mixed into domain records with a `name` and a row `version` (0: not stored yet): their etag,
+    and the check of a caller's etag before a change."""
+
+    if TYPE_CHECKING:  # a field or a property of the record; nothing here at run time, for dataclasses
+
+        @property
+        def name(self) -> str: ...
+
+        @property
+        def version(self) -> int: ...
+
+    @property
+    def etag(self) -> str:
+        return etag_of(self.version)
+
+    def check_etag(self, given: str) -> None:
+        """ABORTED when `given` is set and is not the current etag."""
+        check_etag(given, self.etag, resource=self.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -35,7 +36,7 @@ def apply(target: Message, given: Message, fields: Iterable[str]) -> None:
     for name in fields:
         descriptor = target.DESCRIPTOR.fields_by_name[name]
         value = getattr(given, name)
-        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+        if _is_map(descriptor):
             field = getattr(target, name)
             field.clear()
             field.update(value)
@@ -63,8 +64,13 @@ def assign(target: object, given: Message, fields: Iterable[str], names: Iterabl
             continue
         descriptor = given.DESCRIPTOR.fields_by_name[name]
         value = getattr(given, name)
-        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+        if _is_map(descriptor):
             value = dict(value)
         elif descriptor.is_repeated:
             value = list(value)
         setattr(target, name, value)
+
+
+def _is_map(descriptor: Any) -> bool:
+    """Whether a field descriptor (of the pure-Python or the upb protobuf) is a map."""
+    return descriptor.message_type is not None and bool(descriptor.message_type.GetOptions().map_entry)

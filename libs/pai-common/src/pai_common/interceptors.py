@@ -4,8 +4,7 @@ Each interceptor is one `scope` (an async context manager around the call) so th
 serves unary and streaming methods. They run outermost first in the order
 `Tracing → RequestLog → ErrorMapping → Completion → Authentication → Validation`, so the
 audit hooks see denials too, and logs and spans see the final status code. What they know about
-the call (`CallInfo`, the method's declared rule, its credential) comes from `calls`; those names
-stay importable from here too.
+the call (`CallInfo`, the method's declared rule, its credential) comes from `calls`.
 """
 
 from __future__ import annotations
@@ -29,12 +28,14 @@ from opentelemetry.trace import Status, StatusCode
 
 from pai.api.v1 import annotations_pb2
 from pai_common import telemetry
-from pai_common.calls import PUBLIC_SERVICES as PUBLIC_SERVICES
-from pai_common.calls import CallInfo as CallInfo
-from pai_common.calls import authz_rule as authz_rule
-from pai_common.calls import credential_of as credential_of
-from pai_common.calls import field_value as field_value
-from pai_common.calls import metadata_value
+from pai_common.calls import (
+    PUBLIC_SERVICES,
+    CallInfo,
+    authz_rule,
+    credential_of,
+    field_value,
+    metadata_value,
+)
 from pai_common.errors import (
     DomainError,
     FieldViolation,

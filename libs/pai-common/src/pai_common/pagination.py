@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pai_common.errors import FieldViolation, InvalidArgument, bad_request
+from pai_common.errors import InvalidArgument, bad_request
 
+T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
@@ -17,10 +19,8 @@ MAX_PAGE_SIZE = 1000
 def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
     """0 means the default, too large is coerced to the maximum, negative is an error."""
     if requested < 0:
-        raise InvalidArgument(
-            "INVALID_ARGUMENT",
-            "page_size must not be negative",
-            violations=[FieldViolation("page_size", "must be greater than or equal to 0")],
+        raise bad_request(
+            "page_size", "page_size must not be negative", description="must be greater than or equal to 0"
         )
     if requested == 0:
         return default
@@ -68,3 +68,13 @@ def decode_token(token: str, query: str, key_type: type = str) -> Any:
 
 def _bad_token(message: str) -> InvalidArgument:
     return bad_request("page_token", message, "INVALID_PAGE_TOKEN")
+
+
+def page(items: Sequence[T], size: int, token: str, **query: object) -> tuple[list[T], str]:
+    """One page of an in-memory list (`size` as the request gave it) and the next page's token ('' after
+    the last): the token is the offset, bound to the query that made it."""
+    size = page_size(size)
+    fp = fingerprint(**query)
+    start = decode_token(token, fp, int) or 0
+    out = list(items[start : start + size])
+    return out, PageToken(start + size, fp).encode() if start + size < len(items) else ""

@@ -47,11 +47,17 @@ def main(service: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         sys.exit(1)
 
 
-def serve(service: str, build: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]]) -> None:
-    """`python -m pai_<service>`: build the service from its settings, serve until SIGTERM or Ctrl-C."""
+def serve(
+    service: str,
+    build: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]],
+    started: Callable[[Any], None] = lambda app: None,
+) -> None:
+    """`python -m pai_<service>`: build the service from its settings, serve until SIGTERM or Ctrl-C
+    (`started` sees the running app first, for what a service prints once)."""
 
     async def run() -> None:
         async with build(configure(service)) as app:
+            started(app)
             print(f"pai {service}: serving on {app.address}", flush=True)
             await stop_event().wait()
             logging.getLogger(f"pai_{service}").info("shutting down")

@@ -21,8 +21,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.rpc import error_details_pb2, status_pb2
 
+from pai_common import db
 from pai_common.config import Settings
 
 
@@ -347,3 +349,28 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
                 if detail.Unpack(info):
                     return info
     return error_details_pb2.ErrorInfo()
+
+
+async def migration_drift(
+    url: str, schema: str, migrations: pathlib.Path, metadata: sa.MetaData, service: str
+) -> list[object]:
+    """Apply a service's migrations twice (every start does) and return how its tables still differ
+    from its ORM models (what `alembic check` reports; [] when they match)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    version_table = f"alembic_version_{service}"
+    engine = db.create_engine(url, schema)
+    try:
+        await db.ensure_schema(engine, schema)
+        await db.migrate(engine, migrations, version_table)
+        await db.migrate(engine, migrations, version_table)
+
+        def diff(conn: sa.Connection) -> list[object]:
+            context = MigrationContext.configure(conn, opts={"version_table": version_table})
+            return list(compare_metadata(context, metadata))
+
+        async with engine.connect() as conn:
+            return await conn.run_sync(diff)
+    finally:
+        await engine.dispose()

@@ -85,6 +85,18 @@ def prepare_run_dir(gang: GangLaunch) -> str:
     return run_dir
 
 
+def _error_file(replica: ReplicaLaunch, cwd: str, run_dir: str, default: str) -> str:
+    """The error file the owner reads when the replica fails: the replica's own TORCHELASTIC_ERROR_FILE
+    when it lies in the replica's working or run directory, else `default` (the owner never reads a
+    file the replica merely names elsewhere: it would publish another's file in the job's status)."""
+    given = replica.env.get(ERROR_FILE_VAR)
+    if given is None:
+        return default
+    chosen = os.path.realpath(os.path.join(cwd, given))
+    inside = (os.path.realpath(d) + os.sep for d in (cwd, run_dir))
+    return chosen if any(chosen.startswith(d) for d in inside) else default
+
+
 def spawn_supervisor(
     python: str,
     gang: GangLaunch,
@@ -100,14 +112,8 @@ def spawn_supervisor(
     cwd = os.path.abspath(replica.cwd or run_dir)
     env = replica_base_env()
     env.update(replica.env)
-    chosen = os.path.realpath(os.path.join(cwd, replica.env.get(ERROR_FILE_VAR, "")))
-    inside = (os.path.realpath(d) + os.sep for d in (cwd, run_dir))
-    if ERROR_FILE_VAR in replica.env and any(chosen.startswith(d) for d in inside):
-        error_path = chosen  # the replica's own error file, read by the owner when it fails
-    elif ERROR_FILE_VAR in replica.env:
-        error_path = f"{base}.error.json"  # elsewhere: the owner never reads a file the replica only names
-    else:
-        error_path = env[ERROR_FILE_VAR] = f"{base}.error.json"
+    error_path = _error_file(replica, cwd, run_dir, f"{base}.error.json")
+    env.setdefault(ERROR_FILE_VAR, error_path)
     command = list(replica.command) if sandbox is None else sandbox.wrap(gang, replica, replica.command)
     try:
         # A run directory used before must not report the last run's ending for this one.

@@ -19,7 +19,7 @@ from pai.api.v1 import annotations_pb2
 from pai.auth.v1 import audit_pb2, authorization_pb2, identity_pb2, workspace_pb2
 from pai_auth.domain import policy
 from pai_auth.domain.model import Principal
-from pai_common.interceptors import authz_rule
+from pai_common.calls import authz_rule
 
 from .conftest import Client, new_user
 

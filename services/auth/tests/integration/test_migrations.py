@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pai_auth.bootstrap import MIGRATIONS
 from pai_auth.db.rows import Base
-from pai_common import db
+from pai_common.testing import migration_drift
 
 
 async def test_migrations_match_models_and_reapply(database: tuple[str, str]) -> None:
     url, schema = database
-    assert await db.migration_drift(url, schema, MIGRATIONS, Base.metadata, "auth") == []
+    assert await migration_drift(url, schema, MIGRATIONS, Base.metadata, "auth") == []

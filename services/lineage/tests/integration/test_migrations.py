@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pai_common import db
+from pai_common.testing import migration_drift
 from pai_lineage.db.rows import MIGRATIONS, Base
 
 
 async def test_migrations_match_models_and_reapply(database: tuple[str, str]) -> None:
     url, schema = database
-    assert await db.migration_drift(url, schema, MIGRATIONS, Base.metadata, "lineage") == []
+    assert await migration_drift(url, schema, MIGRATIONS, Base.metadata, "lineage") == []

@@ -37,7 +37,7 @@ from google.rpc import error_details_pb2, status_pb2
 import pai
 from pai.api.v1 import annotations_pb2
 from pai_auth.app.access import AccessUseCases, Denied
-from pai_common.interceptors import PUBLIC_SERVICES, authz_rule, field_value
+from pai_common.calls import PUBLIC_SERVICES, authz_rule, field_value
 from pai_common.principal import credential_from
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from pai_auth.app.identity import SERVICE_ACCOUNT_FIELDS, USER_DEFAULT_FIELDS, U
 from pai_auth.app.workspaces import WORKSPACE_FIELDS, WorkspaceUseCases
 from pai_auth.domain.model import ServiceAccount, User, UserState, Workspace
 from pai_common import fieldmask, pagination, tokens, wire
+from pai_common.calls import credential_of
 from pai_common.clock import utcnow
 from pai_common.errors import FailedPrecondition
-from pai_common.interceptors import credential_of
 from pai_common.names import parse
 
 Ctx: TypeAlias = grpc.aio.ServicerContext  # grpc ships no type stubs

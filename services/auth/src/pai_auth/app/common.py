@@ -29,7 +29,8 @@ def not_found(reason: str, name: str) -> NotFound:
 
 
 def invalid(field: str, message: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
-    return bad_request(field, message, reason)
+    """auth's bad requests name the field in their message (`ttl_seconds: must be positive`)."""
+    return bad_request(field, f"{field}: {message}", reason, description=message)
 
 
 def denied(message: str) -> PermissionDenied:

@@ -73,14 +73,15 @@ class SweepServicer(sweep_pb2_grpc.SweepServiceServicer):
     async def ListTrials(
         self, request: sweep_pb2.ListTrialsRequest, context: Ctx
     ) -> sweep_pb2.ListTrialsResponse:
-        size = pagination.page_size(request.page_size)
-        query = pagination.fingerprint(parent=request.parent, states=sorted(request.states))
-        after = pagination.decode_token(request.page_token, query, int) or 0
         states = {TrialState(s) for s in request.states}
-        trials = await self.sweeps.trials(request.parent)
-        chosen = [(i, t) for i, t in enumerate(trials) if i >= after and (not states or t.state in states)]
-        page = chosen[:size]
-        token = pagination.PageToken(page[-1][0] + 1, query).encode() if len(chosen) > size else ""
+        trials = [t for t in await self.sweeps.trials(request.parent) if not states or t.state in states]
+        found, token = pagination.page(
+            trials,
+            request.page_size,
+            request.page_token,
+            parent=request.parent,
+            states=sorted(request.states),
+        )
         return sweep_pb2.ListTrialsResponse(
-            trials=[mapping.trial_to(t) for _, t in page], next_page_token=token
+            trials=[mapping.trial_to(t) for t in found], next_page_token=token
         )

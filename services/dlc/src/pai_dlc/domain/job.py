@@ -15,10 +15,10 @@ import enum
 from dataclasses import dataclass, field
 
 from pai_common.errors import FailedPrecondition
+from pai_common.etags import Versioned
 from pai_dlc.domain import verdict
 from pai_dlc.domain.runtime import Admission, FactKind, Outcome, PreemptNotice, Runtime, WorkloadFact
 from pai_dlc.domain.spec import JobSpec, Role, replicas
-from pai_dlc.domain.stored import Versioned
 from pai_dlc.domain.verdict import Action, Verdict
 
 

@@ -13,10 +13,10 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pai_common.etags import Versioned
 from pai_dlc.domain import search
 from pai_dlc.domain.job import Job, JobState
 from pai_dlc.domain.search import Points, SweepSpec
-from pai_dlc.domain.stored import Versioned
 
 
 class SweepState(enum.IntEnum):

@@ -132,7 +132,7 @@ class Models:
             m, children = await family.parent_to_delete(MODELS, s, name, etag, force)
             gone = dict(m.msg.aliases)
             for v in children:  # the versions as they were, aliases included
-                await aliases.with_aliases(s, v.msg)
+                aliases.shown(m.msg, v.msg)
                 await family.drop_version(MODELS, s, v)
             # a service following an alias learns that it is gone, as from DeleteModelAlias
             m.msg.aliases.clear()

@@ -323,4 +323,4 @@ def bump(w: Workload, now: dt.datetime) -> Workload:
     return w
 
 
-__all__ = ["Scheduler", "UnitOfWork", "bump"]
+__all__ = ["Scheduler", "bump"]

@@ -7,10 +7,9 @@ import uuid
 from collections.abc import Callable
 
 from pai_common.errors import AlreadyExists, FailedPrecondition
-from pai_common.etags import check_etag, etag_of
+from pai_common.pagination import page
 from pai_scheduler import mapping
 from pai_scheduler.app.engine import Scheduler
-from pai_scheduler.app.paging import page
 from pai_scheduler.app.requests import same_request
 from pai_scheduler.domain.records import ResourceGroup
 from pai_scheduler.domain.stats import DecisionStats
@@ -74,7 +73,7 @@ class ResourceGroups:
         s = self._s
         async with s.locked():
             current = s.group(name)
-            check_etag(etag, etag_of(current.version), resource=current.name)
+            current.check_etag(etag)
             group = copy.deepcopy(current)
             change(group)
             group.version += 1
@@ -93,7 +92,7 @@ class ResourceGroups:
         s = self._s
         async with s.locked():
             g = s.group(name)
-            check_etag(etag, etag_of(g.version), resource=g.name)
+            g.check_etag(etag)
             live = [w for w in s.workloads.values() if w.resource_group == g.name]
             quotas = [q for q in s.quotas.values() if q.resource_group == g.id]
             if (live or s.nodes[g.id] or quotas) and not force:

@@ -12,10 +12,9 @@ import uuid
 from collections.abc import Callable, Mapping
 
 from pai_common.errors import AlreadyExists, FailedPrecondition, bad_request
-from pai_common.etags import check_etag, etag_of
+from pai_common.pagination import page
 from pai_scheduler import mapping
 from pai_scheduler.app.engine import Scheduler, bump
-from pai_scheduler.app.paging import page
 from pai_scheduler.domain import filters
 from pai_scheduler.domain.capacity import capacity_of
 from pai_scheduler.domain.quota import Amounts
@@ -228,7 +227,7 @@ class Nodes:
         s = self._s
         async with s.locked():
             n = s.node(name)
-            check_etag(etag, etag_of(n.version), resource=n.name)
+            n.check_etag(etag)
             new = copy.deepcopy(n)
             change(new)
             if new.gpus != n.gpus:
@@ -261,7 +260,7 @@ class Nodes:
         s = self._s
         async with s.locked():
             n = s.node(name)
-            check_etag(etag, etag_of(n.version), resource=n.name)
+            n.check_etag(etag)
             g = s.groups[n.resource_group]
             if n.id in self._busy_nodes(g):
                 if not force:

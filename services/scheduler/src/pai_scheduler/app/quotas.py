@@ -6,11 +6,10 @@ import copy
 import uuid
 from collections.abc import Callable, Mapping
 
-from pai_common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
-from pai_common.etags import check_etag, etag_of
+from pai_common.errors import AlreadyExists, FailedPrecondition, bad_request
+from pai_common.pagination import page
 from pai_scheduler import mapping
 from pai_scheduler.app.engine import Scheduler
-from pai_scheduler.app.paging import page
 from pai_scheduler.app.requests import same_request
 from pai_scheduler.domain import filters
 from pai_scheduler.domain.records import QuotaRecord
@@ -75,7 +74,7 @@ class Quotas:
         s = self._s
         async with s.locked():
             existing = s.quota(name)
-            check_etag(etag, etag_of(existing.version), resource=existing.name)
+            existing.check_etag(etag)
             record = copy.deepcopy(existing)
             change(record)
             await self._save(record, existing)
@@ -87,10 +86,11 @@ class Quotas:
         s = self._s
         engine = s.engines[record.resource_group]
         if record.spec.parent and record.spec.parent.split("/")[1] != record.resource_group:
-            raise InvalidArgument(
-                "PARENT_QUOTA_NOT_FOUND",
+            raise bad_request(
+                "quota.parent",
                 "the parent quota must be in the same resource group",
-                violations=[FieldViolation("quota.parent", "must be a quota of the same resource group")],
+                "PARENT_QUOTA_NOT_FOUND",
+                description="must be a quota of the same resource group",
             )
         if record.spec.parent and any(w.quota == record.spec.parent for w in s.workloads.values()):
             raise FailedPrecondition(
@@ -119,7 +119,7 @@ class Quotas:
         s = self._s
         async with s.locked():
             q = s.quota(name)
-            check_etag(etag, etag_of(q.version), resource=q.name)
+            q.check_etag(etag)
             if q.spec.held == held:
                 return self.view(q)
             new = copy.deepcopy(q)
@@ -141,7 +141,7 @@ class Quotas:
         s = self._s
         async with s.locked():
             q = s.quota(name)
-            check_etag(etag, etag_of(q.version), resource=q.name)
+            q.check_etag(etag)
             engine = s.engines[q.resource_group]
             if engine.quotas.children.get(name):
                 raise FailedPrecondition("QUOTA_HAS_CHILDREN", f"{name} has child quotas", quota=name)

@@ -3,14 +3,15 @@ request is refused."""
 
 from __future__ import annotations
 
-from pai_common.errors import FieldViolation, InvalidArgument
+from pai_common.errors import InvalidArgument, bad_request
 
 
 def request_id_conflict() -> InvalidArgument:
-    return InvalidArgument(
-        "REQUEST_ID_CONFLICT",
+    return bad_request(
+        "request_id",
         "request_id was already used for another request",
-        violations=[FieldViolation("request_id", "already used for another request")],
+        "REQUEST_ID_CONFLICT",
+        description="already used for another request",
     )
 
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pai_common import uow
+from pai_common.clock import utcnow
 from pai_scheduler.db.rows import EVENTS, NodeRow, QuotaRow, ResourceGroupRow, WorkloadRow
 from pai_scheduler.domain.capacity import Policy
 from pai_scheduler.domain.quota import QuotaSpec
@@ -160,9 +161,7 @@ def workload_from(row: WorkloadRow) -> Workload:
         ),
         preemption=None
         if p is None
-        else Preemption(
-            p[0], p[1], p[2], _dt(p[3]) or dt.datetime.now(dt.UTC), _dt(p[4]) or dt.datetime.now(dt.UTC)
-        ),
+        else Preemption(p[0], p[1], p[2], _dt(p[3]) or utcnow(), _dt(p[4]) or utcnow()),
         outcome=d["outcome"],
         finish_message=d["finish_message"],
         requeue_count=d["requeue_count"],

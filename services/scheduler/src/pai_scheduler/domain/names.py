@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pai_common.errors import FieldViolation, InvalidArgument
+from pai_common.errors import InvalidArgument, bad_request
 
 
 def group_id(name: str) -> str:
@@ -28,8 +28,4 @@ def workload_parts(name: str) -> tuple[str, str]:
 
 
 def _bad_name(name: str, what: str, pattern: str) -> InvalidArgument:
-    return InvalidArgument(
-        "INVALID_ARGUMENT",
-        f"{name!r} is not {what} ({pattern})",
-        violations=[FieldViolation("name", f"must be {pattern}")],
-    )
+    return bad_request("name", f"{name!r} is not {what} ({pattern})", description=f"must be {pattern}")

@@ -6,12 +6,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from pai_common.errors import bad_request
+from pai_common.etags import Versioned
 from pai_scheduler.domain.capacity import NodeInfo, Policy
 from pai_scheduler.domain.quota import QuotaSpec
 
 
 @dataclass
-class ResourceGroup:
+class ResourceGroup(Versioned):
     id: str
     uid: str
     display_name: str = ""
@@ -36,7 +37,7 @@ class Gpu:
 
 
 @dataclass
-class NodeRecord:
+class NodeRecord(Versioned):
     resource_group: str  # the group's id
     id: str
     uid: str
@@ -68,7 +69,7 @@ class NodeRecord:
 
 
 @dataclass
-class QuotaRecord:
+class QuotaRecord(Versioned):
     spec: QuotaSpec
     uid: str
     display_name: str = ""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pai_common.errors import FailedPrecondition, bad_request
+from pai_common.etags import Versioned
 from pai_scheduler.domain.quota import CPU, GPU, MEMORY, Amounts, gpu_model_key
 from pai_scheduler.domain.resources import GPU_MILLI, PodRequest
 
@@ -107,7 +108,7 @@ class Preemption:
 
 
 @dataclass
-class Workload:
+class Workload(Versioned):
     """A workload as the scheduler holds it (names are full resource names)."""
 
     name: str  # workspaces/{ws}/workloads/{id}

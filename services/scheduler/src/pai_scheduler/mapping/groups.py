@@ -6,7 +6,6 @@ from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import resource_group_pb2
 from pai_common import fieldmask
-from pai_common.etags import etag_of
 from pai_common.wire import duration, ts
 from pai_scheduler.domain.capacity import Policy
 from pai_scheduler.domain.records import ResourceGroup
@@ -82,5 +81,5 @@ def resource_group(g: ResourceGroup, usage: GroupUsage | None = None) -> resourc
         create_time=ts(g.create_time),
         update_time=ts(g.update_time),
         version=g.version,
-        etag=etag_of(g.version),
+        etag=g.etag,
     )

@@ -6,7 +6,6 @@ from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import node_pb2
 from pai_common import fieldmask
-from pai_common.etags import etag_of
 from pai_common.wire import ts
 from pai_scheduler.domain.quota import CPU, GPU, MEMORY, Amounts
 from pai_scheduler.domain.records import Gpu, NodeRecord
@@ -58,7 +57,7 @@ def node(n: NodeRecord, usage: NodeUsage | None = None) -> node_pb2.Node:
         create_time=ts(n.create_time),
         update_time=ts(n.update_time),
         version=n.version,
-        etag=etag_of(n.version),
+        etag=n.etag,
     )
 
 

@@ -6,7 +6,6 @@ from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import quota_pb2
 from pai_common import fieldmask
-from pai_common.etags import etag_of
 from pai_common.wire import ts
 from pai_scheduler.domain.quota import QuotaSpec
 from pai_scheduler.domain.records import QuotaRecord
@@ -100,5 +99,5 @@ def quota(q: QuotaRecord, usage: QuotaUsage | None = None) -> quota_pb2.Quota:
         create_time=ts(q.create_time),
         update_time=ts(q.update_time),
         version=q.version,
-        etag=etag_of(q.version),
+        etag=q.etag,
     )

@@ -6,7 +6,6 @@ from collections.abc import Callable, Set
 
 from pai.scheduler.v1 import workload_pb2
 from pai_common import fieldmask
-from pai_common.etags import etag_of
 from pai_common.wire import duration, ts
 from pai_scheduler.domain.explain import Explanation, PendingDetail
 from pai_scheduler.domain.workload import PodSet, State, Workload, check_pod_sets
@@ -147,7 +146,7 @@ def workload(w: Workload, queue_position: int = 0) -> workload_pb2.Workload:
         create_time=ts(w.create_time),
         update_time=ts(w.update_time),
         version=w.version,
-        etag=etag_of(w.version),
+        etag=w.etag,
     )
 
 
