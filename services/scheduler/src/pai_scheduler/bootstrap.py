@@ -51,11 +51,9 @@ async def build(settings: Settings, *, authorizer: Authorizer | None = None) -> 
         local = str(settings.get("local_node", "true")).lower() in ("1", "true", "yes")
         if local:
             group = str(settings.get("local_group", "local"))
-            first_start = group not in scheduler.groups
-            await register_local_machine(scheduler, group)
-            workspace = str(settings.get("default_quota_workspace") or "")
-            if first_start and workspace:  # `make up`: the default workspace may use the whole machine
-                await give_default_quota(scheduler, group, workspace)
+            # `make up`: on the first start, the default workspace may use the whole machine
+            await register_local_machine(scheduler, group, str(settings.get("default_quota_workspace") or ""))
+            await give_default_quota(scheduler, group)
 
         workloads = Workloads(scheduler)  # it holds the creates waiting for their group commit
         if authorizer is None:
