@@ -45,7 +45,12 @@ _DEFAULT_SIGNALS = (
 
 
 class Sandbox(Protocol):
-    """What confines a replica's command (the next step: bubblewrap, as another OS user)."""
+    """What confines a replica's command (the next step: bubblewrap, as another OS user).
+
+    The wrapped command must stay in the supervisor's process group (no `--new-session`, no setsid
+    of its own): the supervisor relays signals to its group, and the backend kills by group. The run
+    directory is writable by the replica, so nothing there may be trusted as the owner's own record
+    beyond what `processes.Supervisors` verifies (pid and start time, or the command line)."""
 
     def wrap(self, gang: GangLaunch, replica: ReplicaLaunch, argv: Sequence[str]) -> list[str]:
         """The argv the supervisor runs instead of `argv` (the replica's command)."""
