@@ -23,62 +23,62 @@ def _protocol_options(http2: bool) -> dict[str, any_pb2.Any]:
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": pack(options)}
 
 
+def _eds_cluster(name: str, connect_timeout: float, http2: bool, **extra: object) -> any_pb2.Any:
+    """A cluster whose endpoints come over EDS on the ADS stream."""
+    return pack(
+        cluster_pb2.Cluster(
+            name=name,
+            type=cluster_pb2.Cluster.EDS,
+            eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS),
+            connect_timeout=seconds(connect_timeout),
+            typed_extension_protocol_options=_protocol_options(http2=http2),
+            **extra,
+        )
+    )
+
+
+def _health_check(interval: float, **checker: object) -> list[health_check_pb2.HealthCheck]:
+    """An active check every `interval`: two misses make an endpoint unhealthy (a busy
+    single-threaded server must not flap), one answer makes it healthy again."""
+    return [
+        health_check_pb2.HealthCheck(
+            timeout=seconds(1),
+            interval=seconds(interval),
+            unhealthy_threshold=wrappers_pb2.UInt32Value(value=2),
+            healthy_threshold=wrappers_pb2.UInt32Value(value=1),
+            **checker,
+        )
+    ]
+
+
 def grpc_service_cluster(name: str) -> any_pb2.Any:
     """A pai service: HTTP/2 upstream, gRPC health checks, endpoints over EDS."""
-    cluster = cluster_pb2.Cluster(
-        name=service_cluster(name),
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS),
-        connect_timeout=seconds(1),
+    return _eds_cluster(
+        service_cluster(name),
+        1,
+        http2=True,
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
-        typed_extension_protocol_options=_protocol_options(http2=True),
-        health_checks=[
-            health_check_pb2.HealthCheck(
-                timeout=seconds(1),
-                interval=seconds(2),
-                unhealthy_threshold=wrappers_pb2.UInt32Value(value=2),
-                healthy_threshold=wrappers_pb2.UInt32Value(value=1),
-                grpc_health_check=health_check_pb2.HealthCheck.GrpcHealthCheck(),
-            )
-        ],
+        health_checks=_health_check(2, grpc_health_check=health_check_pb2.HealthCheck.GrpcHealthCheck()),
     )
-    return pack(cluster)
 
 
 @lru_cache(maxsize=1)
 def collector_cluster() -> any_pb2.Any:
     """The OTLP/gRPC collector Envoy exports its spans to."""
-    return pack(
-        cluster_pb2.Cluster(
-            name=OTEL_CLUSTER,
-            type=cluster_pb2.Cluster.EDS,
-            eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS),
-            connect_timeout=seconds(1),
-            typed_extension_protocol_options=_protocol_options(http2=True),
-        )
-    )
+    return _eds_cluster(OTEL_CLUSTER, 1, http2=True)
 
 
 def revision_cluster_resource(name: str, health_path: str, http2: bool) -> any_pb2.Any:
     """A serving revision: least-request inside it, active health checks, outlier ejection,
     and circuit breakers, so one dead replica is taken out of rotation within a second."""
-    cluster = cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS),
-        connect_timeout=seconds(0.5),
+    return _eds_cluster(
+        name,
+        0.5,
+        http2=http2,
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
-        typed_extension_protocol_options=_protocol_options(http2=http2),
-        health_checks=[
-            health_check_pb2.HealthCheck(
-                timeout=seconds(1),
-                interval=seconds(1),
-                # Two misses, not one: a busy single-threaded model server must not flap.
-                unhealthy_threshold=wrappers_pb2.UInt32Value(value=2),
-                healthy_threshold=wrappers_pb2.UInt32Value(value=1),
-                http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path=health_path),
-            )
-        ],
+        health_checks=_health_check(
+            1, http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(path=health_path)
+        ),
         outlier_detection=outlier_detection_pb2.OutlierDetection(
             # 5xx can be one caller's bad input: only a run of them ejects a replica.
             consecutive_5xx=wrappers_pb2.UInt32Value(value=10),
@@ -102,7 +102,6 @@ def revision_cluster_resource(name: str, health_path: str, http2: bool) -> any_p
             ]
         ),
     )
-    return pack(cluster)
 
 
 def load_assignment(cluster: str, addresses: tuple[str, ...]) -> any_pb2.Any:
