@@ -16,6 +16,7 @@ import pytest
 
 from pai_runtime.local import LocalBackend
 from pai_runtime.logfile import LogRecord, read_records
+from pai_runtime.testing import exits
 from pai_runtime.types import GangLaunch, ReplicaExit, ReplicaHandle, ReplicaLaunch
 
 PY = sys.executable
@@ -105,15 +106,7 @@ class Gang:
 
     async def exits(self, handles: list[ReplicaHandle], timeout: float = 10.0) -> dict[str, ReplicaExit]:
         """Polls until every replica in `handles` has ended."""
-        deadline = time.monotonic() + timeout
-        while True:
-            ended = {e.replica: e for e in self.backend.poll(handles)}
-            if len(ended) == len(handles):
-                return ended
-            assert time.monotonic() < deadline, (
-                f"still running: {set(h.replica for h in handles) - set(ended)}"
-            )
-            await asyncio.sleep(0.02)
+        return await exits(self.backend, handles, timeout, every=0.02)
 
 
 @pytest.fixture

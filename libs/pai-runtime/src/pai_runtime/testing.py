@@ -1,4 +1,5 @@
-"""Test support for owners and for the runtime's own tests: a real two-node Ray cluster on this machine.
+"""Test support for owners and for the runtime's own tests: gangs to launch, waiting for their ends,
+and a real two-node Ray cluster on this machine.
 
 `ray_cluster()` starts a head on 127.0.0.2 and a worker node on 127.0.0.3 with `ray start` (each in a
 session of its own, with its own temporary directory and ports), connects this process to it in
@@ -10,6 +11,7 @@ and its `ray` command next to this Python.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -20,16 +22,55 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pai_runtime.logfile import read_records
 from pai_runtime.probe import free_port
+from pai_runtime.types import Backend, GangLaunch, ReplicaExit, ReplicaHandle, ReplicaLaunch
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 CPUS_PER_NODE = 2
 ANY = ""  # every interface: the ports of a Ray node
+
+
+def gang_of(
+    root: Path,
+    commands: list[tuple[str, ...]],
+    env: Callable[[int], dict[str, str]] = lambda rank: {},
+    uid: str | None = None,
+    number: int = 0,
+) -> GangLaunch:
+    """Attempt `number` of a gang of `commands` (master-0, worker-1, ...), run under `root`."""
+    uid = uid or uuid.uuid4().hex[:12]
+    names = ["master-0", *(f"worker-{i}" for i in range(1, len(commands)))]
+    launches = tuple(
+        ReplicaLaunch(name, rank, command, env(rank))
+        for rank, (name, command) in enumerate(zip(names, commands, strict=True))
+    )
+    run_dir = root / "runs" / uid / f"attempt-{number}"
+    return GangLaunch("jobs/demo", uid, number, str(run_dir), launches)
+
+
+async def exits(
+    backend: Backend, handles: list[ReplicaHandle], timeout: float = 30.0, every: float = 0.1
+) -> dict[str, ReplicaExit]:
+    """Polls `backend` every `every` seconds until every replica in `handles` has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = {e.replica: e for e in backend.poll(handles)}
+        if len(ended) == len(handles):
+            return ended
+        assert time.monotonic() < deadline, f"still running: {set(h.replica for h in handles) - set(ended)}"
+        await asyncio.sleep(every)
+
+
+def stdout(handle: ReplicaHandle) -> list[str]:
+    """The lines a replica printed to its stdout."""
+    return [r.text for r in read_records(handle.log_path) if r.stream == "stdout"]
 
 
 @dataclass

@@ -16,8 +16,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -26,7 +25,6 @@ ray = pytest.importorskip(
     "ray", reason="the Ray backend's tests need ray (pip install -e 'libs/pai-runtime[ray]')"
 )
 
-from pai_runtime.logfile import read_records  # noqa: E402
 from pai_runtime.probe import free_port  # noqa: E402
 from pai_runtime.ray import RayBackend, group_name  # noqa: E402
 from pai_runtime.testing import (  # noqa: E402
@@ -35,15 +33,16 @@ from pai_runtime.testing import (  # noqa: E402
     HEAD_IP,
     WORKER_IP,
     RayCluster,
+    exits,
+    gang_of,
     mentioning,
     processes,
     ray_cluster,
+    stdout,
 )
 from pai_runtime.types import (  # noqa: E402
     BackendError,
-    GangLaunch,
     Readiness,
-    ReplicaExit,
     ReplicaHandle,
     ReplicaLaunch,
 )
@@ -75,40 +74,6 @@ def backend_of(cluster: RayCluster, **options: Any) -> RayBackend:
 
 
 # Helpers.
-
-
-def gang_of(
-    root: Path,
-    commands: list[tuple[str, ...]],
-    env: Callable[[int], dict[str, str]] = lambda rank: {},
-    uid: str | None = None,
-    number: int = 0,
-) -> GangLaunch:
-    uid = uid or uuid.uuid4().hex[:12]
-    names = ["master-0", *(f"worker-{i}" for i in range(1, len(commands)))]
-    launches = tuple(
-        ReplicaLaunch(name, rank, command, env(rank))
-        for rank, (name, command) in enumerate(zip(names, commands, strict=True))
-    )
-    run_dir = root / "runs" / uid / f"attempt-{number}"
-    return GangLaunch("jobs/demo", uid, number, str(run_dir), launches)
-
-
-async def exits(
-    backend: RayBackend, handles: list[ReplicaHandle], timeout: float = 30.0
-) -> dict[str, ReplicaExit]:
-    """Polls until every replica in `handles` has ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ended = {e.replica: e for e in backend.poll(handles)}
-        if len(ended) == len(handles):
-            return ended
-        assert time.monotonic() < deadline, f"still running: {set(h.replica for h in handles) - set(ended)}"
-        await asyncio.sleep(0.1)
-
-
-def stdout(handle: ReplicaHandle) -> list[str]:
-    return [r.text for r in read_records(handle.log_path) if r.stream == "stdout"]
 
 
 async def printed_pid(handle: ReplicaHandle, timeout: float = 30.0) -> int:

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,11 +27,10 @@ from pai_dlc.domain.env import Attempt, Cluster, replica_env  # noqa: E402
 from pai_dlc.domain.spec import Engine, file_uri, normalize, replicas  # noqa: E402
 from pai_dlc.engine.rendezvous import rendezvous  # noqa: E402
 from pai_dlc.mapping.specs import spec_from  # noqa: E402
-from pai_runtime.logfile import read_records  # noqa: E402
 from pai_runtime.probe import free_port  # noqa: E402
 from pai_runtime.ray import RayBackend  # noqa: E402
-from pai_runtime.testing import HEAD_IP, WORKER_IP, RayCluster, ray_cluster  # noqa: E402
-from pai_runtime.types import GangLaunch, ReplicaExit, ReplicaHandle, ReplicaLaunch  # noqa: E402
+from pai_runtime.testing import HEAD_IP, WORKER_IP, RayCluster, exits, gang_of, ray_cluster, stdout  # noqa: E402
+from pai_runtime.types import GangLaunch, ReplicaLaunch  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -57,33 +56,6 @@ def cluster() -> Iterator[RayCluster]:
 
 def backend_of(cluster: RayCluster) -> RayBackend:
     return RayBackend(cluster.address, namespace=NAMESPACE, rendezvous=rendezvous)
-
-
-def attempt(root: Path, commands: list[tuple[str, ...]], env: Callable[[int], dict[str, str]]) -> GangLaunch:
-    uid = uuid.uuid4().hex[:12]
-    names = ["master-0", *(f"worker-{i}" for i in range(1, len(commands)))]
-    launches = tuple(
-        ReplicaLaunch(name, rank, command, env(rank))
-        for rank, (name, command) in enumerate(zip(names, commands, strict=True))
-    )
-    return GangLaunch("jobs/demo", uid, 0, str(root / "runs" / uid / "attempt-0"), launches)
-
-
-async def exits(
-    backend: RayBackend, handles: list[ReplicaHandle], timeout: float = 30.0
-) -> dict[str, ReplicaExit]:
-    """Polls until every replica in `handles` has ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ended = {e.replica: e for e in backend.poll(handles)}
-        if len(ended) == len(handles):
-            return ended
-        assert time.monotonic() < deadline, f"still running: {set(h.replica for h in handles) - set(ended)}"
-        await asyncio.sleep(0.1)
-
-
-def stdout(handle: ReplicaHandle) -> list[str]:
-    return [r.text for r in read_records(handle.log_path) if r.stream == "stdout"]
 
 
 async def gone(uid: str, timeout: float = 10.0) -> bool:
@@ -121,7 +93,7 @@ def rendezvous_env(rank: int) -> dict[str, str]:
 
 async def test_a_gang_spreads_over_both_nodes_with_rank_0_as_rendezvous(cluster: RayCluster) -> None:
     backend = backend_of(cluster)
-    launch = attempt(cluster.root, [ENV_PRINTER, ENV_PRINTER], rendezvous_env)
+    launch = gang_of(cluster.root, [ENV_PRINTER, ENV_PRINTER], rendezvous_env)
     handles = await backend.launch(launch)
     try:
         assert {h.node for h in handles} == {HEAD_IP, WORKER_IP}
