@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pai_runtime.records import first_line
+from pai_runtime.records import error_file_message, first_line
 from pai_runtime.types import ReplicaExit
 
 # The replica a pod runs ("worker-1"), from its labels; None for a pod that is none of the gang's.
@@ -157,14 +157,7 @@ def termination_message(text: str) -> tuple[str, str]:
     except ValueError:
         lines = [line for line in text.splitlines() if line.strip()]
         return (lines[-1] if lines else ""), text
-    message = doc.get("message") if isinstance(doc, dict) else None
-    if isinstance(message, str):
-        return message, ""
-    if isinstance(message, dict) and isinstance(message.get("message"), str):
-        extra = message.get("extraInfo")
-        stack = extra.get("py_callstack") if isinstance(extra, dict) else None
-        return message["message"], stack if isinstance(stack, str) else ""
-    return "", text
+    return error_file_message(doc) or ("", text)
 
 
 def time_ns(value: Any) -> int:

@@ -69,9 +69,13 @@ def _read_error_file(path: str) -> tuple[str, str] | None:
     if not text:
         return None
     try:
-        doc = json.loads(text)
+        return error_file_message(json.loads(text))
     except ValueError:
         return None
+
+
+def error_file_message(doc: Any) -> tuple[str, str] | None:
+    """(message, callstack) from a parsed torchelastic error file; None if `doc` is not of that shape."""
     message = doc.get("message") if isinstance(doc, dict) else None
     if isinstance(message, str):
         return message, ""
